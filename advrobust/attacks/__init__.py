@@ -1,1 +1,38 @@
-"""advrobust.attacks."""
+"""Adversarial attacks: one gradient engine with six presets, and Carlini-Wagner L2.
+
+Every attack is bound to a model at construction and called on a batch::
+
+    atk = PGD(model, eps=8 / 255)
+    x_adv = atk(x, y)          # tensor, same shape/dtype/device as x
+    res = atk.run(x, y)        # AttackResult: x_adv, success, adv_pred, l2, linf, y, target
+"""
+
+from ._base import Attack as Attack
+from ._base import AttackResult as AttackResult
+from ._cw import CWL2 as CWL2
+from ._engine import BIM as BIM
+from ._engine import FGSM as FGSM
+from ._engine import PGD as PGD
+from ._engine import IterativeGradientAttack as IterativeGradientAttack
+from ._engine import IterLL as IterLL
+from ._engine import StepLL as StepLL
+from ._engine import StepRnd as StepRnd
+from ._threat import L2Ball as L2Ball
+from ._threat import LinfBall as LinfBall
+from ._threat import ThreatModel as ThreatModel
+
+__all__ = [
+    "BIM",
+    "CWL2",
+    "FGSM",
+    "PGD",
+    "Attack",
+    "AttackResult",
+    "IterLL",
+    "IterativeGradientAttack",
+    "L2Ball",
+    "LinfBall",
+    "StepLL",
+    "StepRnd",
+    "ThreatModel",
+]

@@ -1,1 +1,81 @@
-"""advrobust.study."""
+"""advrobust.study: experiment grids, resumable and shardable, with tables, figures and a CLI.
+
+A study trains every model of a list on every subset S_1 ⊂ ... ⊂ S_n of a dataset with every
+training recipe, evaluates accuracy and robustness (paper 000 eqs. 4 and 5, transfer, label
+leaking, DeepSec), and writes a tidy table and figures of accuracy and robustness against
+training-set size::
+
+    from advrobust.study import load_preset, run_study
+    result = run_study(load_preset("digits"), "study-digits")
+    print(result.summary)
+
+The same runs from the shell: ``advrobust study run --preset digits``.
+"""
+
+from ._config import ATTACK_NAMES as ATTACK_NAMES
+from ._config import METRICS as METRICS
+from ._config import RECIPE_KINDS as RECIPE_KINDS
+from ._config import AttackSpec as AttackSpec
+from ._config import ConfigError as ConfigError
+from ._config import DataSpec as DataSpec
+from ._config import EvalSpec as EvalSpec
+from ._config import ModelSpec as ModelSpec
+from ._config import RecipeSpec as RecipeSpec
+from ._config import StudyConfig as StudyConfig
+from ._config import TrainingSpec as TrainingSpec
+from ._grid import Cell as Cell
+from ._grid import Shard as Shard
+from ._grid import enumerate_cells as enumerate_cells
+from ._grid import parse_shard as parse_shard
+from ._grid import shard_cells as shard_cells
+from ._plots import plot_results as plot_results
+from ._presets import list_presets as list_presets
+from ._presets import load_preset as load_preset
+from ._presets import preset_text as preset_text
+from ._results import COLUMNS as COLUMNS
+from ._results import build_rows as build_rows
+from ._results import format_summary as format_summary
+from ._results import read_results as read_results
+from ._results import turning_points as turning_points
+from ._results import write_results as write_results
+from ._runner import StudyConfigMismatchError as StudyConfigMismatchError
+from ._runner import StudyResult as StudyResult
+from ._runner import finalize_study as finalize_study
+from ._runner import load_cell_model as load_cell_model
+from ._runner import merge_studies as merge_studies
+from ._runner import run_study as run_study
+
+__all__ = [
+    "ATTACK_NAMES",
+    "COLUMNS",
+    "METRICS",
+    "RECIPE_KINDS",
+    "AttackSpec",
+    "Cell",
+    "ConfigError",
+    "DataSpec",
+    "EvalSpec",
+    "ModelSpec",
+    "RecipeSpec",
+    "Shard",
+    "StudyConfig",
+    "StudyConfigMismatchError",
+    "StudyResult",
+    "TrainingSpec",
+    "build_rows",
+    "enumerate_cells",
+    "finalize_study",
+    "format_summary",
+    "list_presets",
+    "load_cell_model",
+    "load_preset",
+    "merge_studies",
+    "parse_shard",
+    "plot_results",
+    "preset_text",
+    "read_results",
+    "run_study",
+    "shard_cells",
+    "turning_points",
+    "write_results",
+]

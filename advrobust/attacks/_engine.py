@@ -1,0 +1,696 @@
+"""One iterative gradient engine; FGSM, StepLL, StepRnd, BIM, IterLL and PGD are its presets."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final, final
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advrobust._validate import check_int, check_nonnegative, check_positive, describe
+
+from ._base import Attack, CleanForward
+from ._threat import ThreatModel, threat_from_norm
+
+__all__ = ["BIM", "FGSM", "PGD", "IterLL", "IterativeGradientAttack", "StepLL", "StepRnd"]
+
+_TARGET_RULES: Final = ("none", "least_likely", "random")
+_KURAKIN_ALPHA: Final = 1.0 / 255.0
+
+
+def _check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {describe(value)}")
+    return value
+
+
+def _col(v: Tensor, like: Tensor) -> Tensor:
+    return v.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+def kurakin_steps(eps: float, alpha: float = _KURAKIN_ALPHA) -> int:
+    """Kurakin et al.'s iteration count ``round(min(eps/alpha + 4, 1.25 * eps/alpha))``, >= 1.
+
+    With ``alpha = 1/255`` this is the paper's ``min(eps*255 + 4, 1.25*eps*255)`` (002 sec. 2.2).
+    """
+    units = eps / alpha
+    return max(1, math.floor(min(units + 4.0, 1.25 * units) + 0.5))
+
+
+class IterativeGradientAttack(Attack):
+    """The iterative gradient engine behind every gradient attack in advrobust.
+
+    Starting from ``X_0`` (the clean ``X``, or a uniform random point of the eps-ball), each
+    step takes one forward and one backward pass to the input and moves along the threat
+    model's steepest-ascent direction of the cross-entropy ``J``, then clips back into the
+    ball and the bounds (Kurakin et al. 2016 sec. 2.2; Madry et al. eq. 7):
+
+        X_{N+1} = Clip_{X,eps}( X_N + alpha * dir(grad_X J(X_N, y)) )   (untargeted)
+        X_{N+1} = Clip_{X,eps}( X_N - alpha * dir(grad_X J(X_N, t)) )   (towards class t)
+
+    with ``dir(g) = sign(g)`` (Linf) or ``g / ||g||_2`` (L2). ``t`` is the caller's
+    ``target=`` or, for the least-likely and random presets, a class fixed from the clean input.
+
+    Args:
+        model: Classifier returning logits ``(B, K)``.
+        eps: Default radius of the ball in input units (call-time ``eps=`` overrides it).
+        steps: Number of iterations. None: ``ceil(1 / rel_alpha)`` when ``rel_alpha`` is
+            given, else Kurakin's ``round(min(eps/alpha + 4, 1.25 * eps/alpha))`` with the
+            largest eps of the batch.
+        alpha: Absolute step size in input units. None (with ``rel_alpha`` None): 1/255.
+        rel_alpha: Step size relative to each example's eps (``alpha_i = rel_alpha * eps_i``).
+            Mutually exclusive with ``alpha``.
+        norm: ``"linf"`` or ``"l2"``.
+        random_start: Start from a point drawn uniformly from the eps-ball.
+        restarts: Number of random restarts; only examples still not broken restart, and each
+            keeps its best iterate (a success, else the highest loss). Needs ``random_start``.
+        early_stop: Stop updating (and computing) examples as soon as the attack succeeds on
+            them; the forward and backward passes then run on the remaining examples only.
+        target_rule: Class an untargeted call moves towards: ``"none"`` (away from ``y``),
+            ``"least_likely"`` (argmin of the clean logits) or ``"random"`` (uniform among the
+            classes other than ``y``, drawn with ``generator``).
+        bounds: Input box ``(lo, hi)``.
+
+    Raises:
+        TypeError: For arguments of the wrong type.
+        ValueError: For out-of-range arguments, or both ``alpha`` and ``rel_alpha``.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> atk = IterativeGradientAttack(model, eps=0.1, steps=5, alpha=0.03)
+        >>> atk(torch.rand(2, 4)).shape
+        torch.Size([2, 4])
+    """
+
+    _threat_model: ThreatModel
+    _cfg: dict[str, object]
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        *,
+        steps: int | None = 10,
+        alpha: float | None = None,
+        rel_alpha: float | None = None,
+        norm: str = "linf",
+        random_start: bool = False,
+        restarts: int = 1,
+        early_stop: bool = False,
+        target_rule: str = "none",
+        bounds: tuple[float, float] = (0.0, 1.0),
+    ) -> None:
+        super().__init__(model, bounds=bounds)
+        self.eps = check_nonnegative(eps, "eps")
+        self.steps = None if steps is None else check_int(steps, "steps", minimum=1)
+        self.alpha = None if alpha is None else check_positive(alpha, "alpha")
+        self.rel_alpha = None if rel_alpha is None else check_positive(rel_alpha, "rel_alpha")
+        if self.alpha is not None and self.rel_alpha is not None:
+            raise ValueError(
+                f"give at most one of alpha and rel_alpha, got alpha={alpha} and "
+                f"rel_alpha={rel_alpha}"
+            )
+        self._threat_model = threat_from_norm(norm)
+        self.norm = self._threat_model.norm
+        self.random_start = _check_bool(random_start, "random_start")
+        self.restarts = check_int(restarts, "restarts", minimum=1)
+        if self.restarts > 1 and not self.random_start:
+            raise ValueError(
+                f"restarts > 1 needs random_start=True (restarts from the same start repeat "
+                f"the same run), got restarts={restarts} and random_start={random_start}"
+            )
+        self.early_stop = _check_bool(early_stop, "early_stop")
+        if target_rule not in _TARGET_RULES:
+            raise ValueError(f"target_rule must be one of {_TARGET_RULES}, got {target_rule!r}")
+        self.target_rule = target_rule
+        self._cfg = {
+            "eps": self.eps,
+            "steps": self.steps,
+            "alpha": self.alpha,
+            "rel_alpha": self.rel_alpha,
+            "norm": self.norm,
+            "random_start": self.random_start,
+            "restarts": self.restarts,
+            "early_stop": self.early_stop,
+            "target_rule": self.target_rule,
+            "bounds": self.bounds,
+        }
+
+    def config(self) -> dict[str, object]:
+        """The constructor arguments (without the model)."""
+        return dict(self._cfg)
+
+    # -------------------------------------------------------------------- hooks
+    @property
+    def _default_eps(self) -> float | None:
+        return self.eps
+
+    @property
+    def _threat(self) -> ThreatModel | None:
+        return self._threat_model
+
+    @property
+    def _wants_clean_graph(self) -> bool:
+        # Without a random start the first step is taken at the clean input: reuse that pass.
+        return not self.random_start
+
+    @property
+    def _wants_clean_logits(self) -> bool:
+        return self.target_rule != "none"
+
+    def _auto_target(
+        self, clean: CleanForward | None, y: Tensor, generator: torch.Generator | None
+    ) -> Tensor | None:
+        if self.target_rule == "none" or clean is None:
+            return None
+        logits = clean.logits.detach()
+        if self.target_rule == "least_likely":
+            return logits.argmin(dim=1)
+        k = logits.shape[1]
+        if k < 2:
+            raise ValueError(
+                f"a random target other than the true class needs a model with at least 2 "
+                f"classes, got model output of shape {tuple(logits.shape)}"
+            )
+        device = generator.device if generator is not None else y.device
+        shift = torch.randint(1, k, y.shape, generator=generator, device=device).to(y.device)
+        return (y + shift) % k
+
+    def _schedule(self, eps: Tensor) -> tuple[int, Tensor]:
+        """Number of steps and the per-example step size for a batch with radii ``eps``."""
+        if self.rel_alpha is not None:
+            alpha = eps * self.rel_alpha
+            steps = self.steps if self.steps is not None else max(1, math.ceil(1 / self.rel_alpha))
+            return steps, alpha
+        a = self.alpha if self.alpha is not None else _KURAKIN_ALPHA
+        # Kurakin's count from the largest eps: one host sync per call, only when steps is None.
+        steps = self.steps if self.steps is not None else kurakin_steps(float(eps.max()), a)
+        return steps, torch.full_like(eps, a)
+
+    # ------------------------------------------------------------------- engine
+    @final
+    def _perturb(
+        self,
+        x: Tensor,
+        y: Tensor,
+        eps: Tensor,
+        target: Tensor | None,
+        guide: Tensor | None,
+        generator: torch.Generator | None,
+        clean: CleanForward | None,
+    ) -> Tensor:
+        steps, alpha = self._schedule(eps)
+        targeted = target is not None
+        goal = target if target is not None else y
+        label = target if target is not None else (guide if guide is not None else y)
+        descend = target is not None or guide is not None
+        reuse = clean if clean is not None and clean.x.requires_grad else None
+        lo, hi = self.bounds
+
+        if self.restarts == 1:
+            start = x
+            if self.random_start:
+                start = self._threat_model.random_start(x, eps, generator).clamp(lo, hi)
+                reuse = None
+            return self._iterate(x, start, label, goal, eps, alpha, steps, descend, targeted, reuse)
+
+        b = x.shape[0]
+        best = x.clone()
+        best_obj = torch.full((b,), -math.inf, device=x.device, dtype=torch.float32)
+        rem = torch.arange(b, device=x.device)
+        for r in range(self.restarts):
+            xs, es, als = x[rem], eps[rem], alpha[rem]
+            ls, gs = label[rem], goal[rem]
+            start = self._threat_model.random_start(xs, es, generator).clamp(lo, hi)
+            out = self._iterate(xs, start, ls, gs, es, als, steps, descend, targeted, None)
+            with torch.no_grad():
+                logits = self.model(out)
+                pred = logits.argmax(dim=1)
+                succ = pred == gs if targeted else pred != gs
+                obj = F.cross_entropy(logits, ls, reduction="none").float()
+                obj = -obj if descend else obj
+            better = succ | (obj > best_obj[rem])
+            upd = rem[better]
+            best.index_copy_(0, upd, out[better])
+            best_obj.index_copy_(0, upd, torch.where(succ, math.inf, obj)[better])
+            rem = rem[~succ]
+            if r + 1 < self.restarts and rem.numel() == 0:  # one host sync per restart
+                break
+        return best
+
+    @final
+    def _iterate(
+        self,
+        x: Tensor,
+        start: Tensor,
+        label: Tensor,
+        goal: Tensor,
+        eps: Tensor,
+        alpha: Tensor,
+        steps: int,
+        descend: bool,
+        targeted: bool,
+        reuse: CleanForward | None,
+    ) -> Tensor:
+        """Run ``steps`` gradient steps from ``start``; returns the last iterate per example.
+
+        With ``early_stop`` the batch shrinks to the examples not yet broken (index
+        subsetting), so forward and backward passes run on those only; finished examples keep
+        the iterate at which they first succeeded.
+        """
+        model, threat = self.model, self._threat_model
+        lo, hi = self.bounds
+        step = alpha if not descend else -alpha
+        cur_x, cur_label, cur_goal, cur_eps, cur_step = x, label, goal, eps, step
+        x_adv = start
+        full: Tensor | None = None  # all examples' iterates, once the active set shrank
+        active: Tensor | None = None  # indices into full of the examples still updated
+        for t in range(steps):
+            if t == 0 and reuse is not None:
+                xi, logits = reuse.x, reuse.logits
+            else:
+                xi = x_adv.detach().requires_grad_(True)
+                logits = model(xi)
+            loss = F.cross_entropy(logits, cur_label, reduction="sum")
+            (g,) = torch.autograd.grad(loss, xi)
+            cur = xi.detach()
+            if self.early_stop:
+                pred = logits.detach().argmax(dim=1)
+                keep = pred != cur_goal if targeted else pred == cur_goal
+                n_keep = int(keep.sum())  # the one host sync per step that early stopping costs
+                if n_keep == 0:
+                    if full is None:
+                        full = cur
+                    break
+                if n_keep < keep.numel():
+                    if full is None:
+                        full = cur.clone()
+                        active = torch.arange(cur.shape[0], device=cur.device)
+                    if active is None:  # pragma: no cover - set together with full
+                        raise RuntimeError("internal error: active set lost")
+                    active = active[keep]
+                    cur, g = cur[keep], g[keep]
+                    cur_x, cur_label, cur_goal = cur_x[keep], cur_label[keep], cur_goal[keep]
+                    cur_eps, cur_step = cur_eps[keep], cur_step[keep]
+            new = cur + _col(cur_step, cur) * threat.ascent_direction(g)
+            new = threat.clip(new, cur_x, cur_eps).clamp(lo, hi)
+            if full is not None and active is not None:
+                full.index_copy_(0, active, new)
+            x_adv = new
+        return full if full is not None else x_adv
+
+
+_BOUNDS_DEFAULT: Final = (0.0, 1.0)
+
+
+class _Preset(IterativeGradientAttack):
+    """A named configuration of the engine; ``config`` lists the preset's own arguments."""
+
+    def _set_config(self, **cfg: Any) -> None:
+        self._cfg = dict(cfg)
+
+
+@final
+class FGSM(_Preset):
+    """Fast gradient sign method: one step of size eps (Goodfellow et al. 2015).
+
+    Update rule (Kurakin et al. 2016 sec. 2.2 and appendix A)::
+
+        X_adv = Clip( X + eps * sign(grad_X J(X, y)) )          norm="linf"
+        X_adv = Clip( X + eps * g / ||g||_2 ), g = grad_X J     norm="l2" (fast gradient L2)
+
+    With ``y=None`` the labels are the model's predictions on ``X`` ("FGSM with predicted
+    class"), which avoids label leaking.
+
+    Args:
+        model: Classifier returning logits ``(B, K)``.
+        eps: Radius in input units (e.g. 8/255 for images in [0, 1]).
+        norm: ``"linf"`` (sign step) or ``"l2"`` (normalised gradient step).
+        bounds: Input box ``(lo, hi)``.
+
+    Returns:
+        Calling the attack returns ``x_adv`` (same shape, dtype, device as ``x``); ``run``
+        returns an :class:`~advrobust.attacks.AttackResult`.
+
+    Raises:
+        TypeError: For arguments of the wrong type.
+        ValueError: For a negative eps or an unknown norm.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> x = torch.full((2, 4), 0.5)
+        >>> x_adv = FGSM(model, eps=0.1)(x, torch.tensor([0, 1]))
+        >>> bool(((x_adv - x).abs() <= 0.1 + 1e-6).all())
+        True
+
+    Reference:
+        Goodfellow, Shlens, Szegedy, "Explaining and harnessing adversarial examples", 2015.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        *,
+        norm: str = "linf",
+        bounds: tuple[float, float] = _BOUNDS_DEFAULT,
+    ) -> None:
+        super().__init__(model, eps, steps=1, rel_alpha=1.0, norm=norm, bounds=bounds)
+        self._set_config(eps=self.eps, norm=self.norm, bounds=self.bounds)
+
+
+@final
+class StepLL(_Preset):
+    """Single-step least-likely class method (Kurakin et al. 2016 sec. 2.2, "step l.l.").
+
+    Update rule::
+
+        X_adv = Clip( X - eps * sign(grad_X J(X, y_LL)) ),   y_LL = argmin_k logits(X)_k
+
+    ``y_LL`` is fixed from the clean input. The attack is untargeted in purpose: success means
+    ``adv_pred != y`` (a call-time ``target=`` makes it a targeted step towards ``target``).
+
+    Args:
+        model: Classifier returning logits ``(B, K)``.
+        eps: Radius in input units.
+        bounds: Input box ``(lo, hi)``.
+
+    Returns:
+        ``x_adv`` when called; an :class:`~advrobust.attacks.AttackResult` from ``run``.
+
+    Raises:
+        TypeError: For arguments of the wrong type.
+        ValueError: For a negative eps.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> StepLL(model, eps=0.1)(torch.rand(2, 4)).shape
+        torch.Size([2, 4])
+
+    Reference:
+        Kurakin, Goodfellow, Bengio, "Adversarial machine learning at scale", ICLR 2017.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        *,
+        bounds: tuple[float, float] = _BOUNDS_DEFAULT,
+    ) -> None:
+        super().__init__(
+            model, eps, steps=1, rel_alpha=1.0, target_rule="least_likely", bounds=bounds
+        )
+        self._set_config(eps=self.eps, bounds=self.bounds)
+
+
+@final
+class StepRnd(_Preset):
+    """Single-step random-class method (Kurakin et al. 2016 sec. 2.2, "step rnd.").
+
+    Update rule::
+
+        X_adv = Clip( X - eps * sign(grad_X J(X, y_rnd)) )
+
+    ``y_rnd`` is drawn uniformly among the classes other than ``y`` with the call's
+    ``generator``. Success means ``adv_pred != y`` (or ``== target`` with ``target=``).
+
+    Args:
+        model: Classifier returning logits ``(B, K)`` with ``K >= 2``.
+        eps: Radius in input units.
+        bounds: Input box ``(lo, hi)``.
+
+    Returns:
+        ``x_adv`` when called; an :class:`~advrobust.attacks.AttackResult` from ``run``.
+
+    Raises:
+        TypeError: For arguments of the wrong type.
+        ValueError: For a negative eps, or (at call time) a model with fewer than 2 classes.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> g = torch.Generator().manual_seed(0)
+        >>> StepRnd(model, eps=0.1)(torch.rand(2, 4), generator=g).shape
+        torch.Size([2, 4])
+
+    Reference:
+        Kurakin, Goodfellow, Bengio, "Adversarial machine learning at scale", ICLR 2017.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        *,
+        bounds: tuple[float, float] = _BOUNDS_DEFAULT,
+    ) -> None:
+        super().__init__(model, eps, steps=1, rel_alpha=1.0, target_rule="random", bounds=bounds)
+        self._set_config(eps=self.eps, bounds=self.bounds)
+
+
+@final
+class BIM(_Preset):
+    """Basic iterative method, I-FGSM (Kurakin et al. 2016 sec. 2.2, "iter. basic").
+
+    Update rule::
+
+        X_0 = X;  X_{N+1} = Clip_{X,eps}( X_N + alpha * sign(grad_X J(X_N, y)) )
+
+    (``g / ||g||_2`` instead of ``sign`` for ``norm="l2"``). Defaults are Kurakin's:
+    ``alpha = 1/255`` and ``round(min(eps*255 + 4, 1.25*eps*255))`` iterations (with
+    per-example eps, the largest one sets the count). Paper 000's schedule is
+    ``steps=T, rel_alpha=1/T``.
+
+    Args:
+        model: Classifier returning logits ``(B, K)``.
+        eps: Radius in input units.
+        alpha: Step size in input units; None for Kurakin's 1/255.
+        steps: Iterations; None for Kurakin's count (``ceil(1/rel_alpha)`` with ``rel_alpha``).
+        rel_alpha: Step size as a fraction of each example's eps (exclusive with ``alpha``).
+        norm: ``"linf"`` or ``"l2"``.
+        early_stop: Stop updating examples once they are misclassified.
+        bounds: Input box ``(lo, hi)``.
+
+    Returns:
+        ``x_adv`` when called; an :class:`~advrobust.attacks.AttackResult` from ``run``.
+
+    Raises:
+        TypeError: For arguments of the wrong type.
+        ValueError: For negative eps, non-positive alpha, steps < 1, or alpha with rel_alpha.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> BIM(model, eps=4 / 255).config()["steps"] is None
+        True
+        >>> BIM(model, eps=0.1, steps=5, rel_alpha=0.2).run(torch.rand(2, 4)).x_adv.shape
+        torch.Size([2, 4])
+
+    Reference:
+        Kurakin, Goodfellow, Bengio, "Adversarial examples in the physical world", 2016.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        *,
+        alpha: float | None = None,
+        steps: int | None = None,
+        rel_alpha: float | None = None,
+        norm: str = "linf",
+        early_stop: bool = False,
+        bounds: tuple[float, float] = _BOUNDS_DEFAULT,
+    ) -> None:
+        super().__init__(
+            model,
+            eps,
+            steps=steps,
+            alpha=alpha,
+            rel_alpha=rel_alpha,
+            norm=norm,
+            early_stop=early_stop,
+            bounds=bounds,
+        )
+        self._set_config(
+            eps=self.eps,
+            alpha=self.alpha,
+            steps=self.steps,
+            rel_alpha=self.rel_alpha,
+            norm=self.norm,
+            early_stop=self.early_stop,
+            bounds=self.bounds,
+        )
+
+
+@final
+class IterLL(_Preset):
+    """Iterative least-likely class method (Kurakin et al. 2016 sec. 2.2, "iter. l.l.").
+
+    Update rule::
+
+        X_0 = X;  X_{N+1} = Clip_{X,eps}( X_N - alpha * sign(grad_X J(X_N, y_LL)) )
+
+    with ``y_LL = argmin_k logits(X)_k`` fixed from the clean input, and BIM's defaults for
+    ``alpha`` and the number of iterations. Success means ``adv_pred != y``.
+
+    Args:
+        model: Classifier returning logits ``(B, K)``.
+        eps: Radius in input units.
+        alpha: Step size in input units; None for Kurakin's 1/255.
+        steps: Iterations; None for Kurakin's count.
+        rel_alpha: Step size as a fraction of each example's eps (exclusive with ``alpha``).
+        early_stop: Stop updating examples once they are misclassified.
+        bounds: Input box ``(lo, hi)``.
+
+    Returns:
+        ``x_adv`` when called; an :class:`~advrobust.attacks.AttackResult` from ``run``.
+
+    Raises:
+        TypeError: For arguments of the wrong type.
+        ValueError: For negative eps, non-positive alpha, steps < 1, or alpha with rel_alpha.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> IterLL(model, eps=0.1, steps=3)(torch.rand(2, 4)).shape
+        torch.Size([2, 4])
+
+    Reference:
+        Kurakin, Goodfellow, Bengio, "Adversarial examples in the physical world", 2016.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        *,
+        alpha: float | None = None,
+        steps: int | None = None,
+        rel_alpha: float | None = None,
+        early_stop: bool = False,
+        bounds: tuple[float, float] = _BOUNDS_DEFAULT,
+    ) -> None:
+        super().__init__(
+            model,
+            eps,
+            steps=steps,
+            alpha=alpha,
+            rel_alpha=rel_alpha,
+            early_stop=early_stop,
+            target_rule="least_likely",
+            bounds=bounds,
+        )
+        self._set_config(
+            eps=self.eps,
+            alpha=self.alpha,
+            steps=self.steps,
+            rel_alpha=self.rel_alpha,
+            early_stop=self.early_stop,
+            bounds=self.bounds,
+        )
+
+
+@final
+class PGD(_Preset):
+    """Projected gradient descent with a uniform random start (Madry et al. 2018).
+
+    Update rule (003 eq. 7)::
+
+        X_0 ~ U(ball(X, eps));  X_{N+1} = Proj_{ball(X,eps) ∩ bounds}( X_N + alpha * dir(g_N) )
+
+    ``dir(g) = sign(g)`` for ``norm="linf"``, ``g / ||g||_2`` for ``"l2"``; the L2 random
+    start is uniform in the ball's volume. With ``restarts > 1`` only the examples not yet
+    broken restart and each keeps its best iterate. Madry's CIFAR-10 setting is the default:
+    eps 8/255, step 2/255, 10 steps.
+
+    Args:
+        model: Classifier returning logits ``(B, K)``.
+        eps: Radius in input units.
+        alpha: Step size in input units (ignored when ``rel_alpha`` is given).
+        steps: Iterations per restart.
+        rel_alpha: Step size as a fraction of each example's eps; takes precedence over
+            ``alpha``.
+        norm: ``"linf"`` or ``"l2"``.
+        random_start: Start from a uniform point of the ball (False gives BIM with projection).
+        restarts: Number of random restarts (>= 1).
+        early_stop: Stop updating examples once the attack succeeds on them.
+        bounds: Input box ``(lo, hi)``.
+
+    Returns:
+        ``x_adv`` when called; an :class:`~advrobust.attacks.AttackResult` from ``run``.
+
+    Raises:
+        TypeError: For arguments of the wrong type.
+        ValueError: For negative eps, non-positive alpha, steps or restarts < 1, or
+            restarts > 1 without random start.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> atk = PGD(model, eps=0.1, steps=5)
+        >>> atk.config()["alpha"] == 2 / 255
+        True
+        >>> g = torch.Generator().manual_seed(0)
+        >>> atk.run(torch.rand(2, 4), generator=g).success.shape
+        torch.Size([2])
+
+    Reference:
+        Madry, Makelov, Schmidt, Tsipras, Vladu, "Towards deep learning models resistant to
+        adversarial attacks", ICLR 2018.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        *,
+        alpha: float | None = 2 / 255,
+        steps: int = 10,
+        rel_alpha: float | None = None,
+        norm: str = "linf",
+        random_start: bool = True,
+        restarts: int = 1,
+        early_stop: bool = False,
+        bounds: tuple[float, float] = _BOUNDS_DEFAULT,
+    ) -> None:
+        if rel_alpha is not None:
+            alpha = None
+        elif alpha is None:
+            alpha = 2 / 255
+        super().__init__(
+            model,
+            eps,
+            steps=steps,
+            alpha=alpha,
+            rel_alpha=rel_alpha,
+            norm=norm,
+            random_start=random_start,
+            restarts=restarts,
+            early_stop=early_stop,
+            bounds=bounds,
+        )
+        self._set_config(
+            eps=self.eps,
+            alpha=self.alpha,
+            steps=self.steps,
+            rel_alpha=self.rel_alpha,
+            norm=self.norm,
+            random_start=self.random_start,
+            restarts=self.restarts,
+            early_stop=self.early_stop,
+            bounds=self.bounds,
+        )

@@ -1,0 +1,720 @@
+"""Study configuration: frozen, validated dataclasses with TOML and JSON round trips.
+
+A study is one dataset, a list of nested subset sizes, a list of models, a list of training
+recipes and an evaluation section. Every value is checked when the dataclass is built; an error
+names the field of the config (``data.sizes``, ``models[1].name``, ``evaluation.deltas`` ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ATTACK_NAMES",
+    "AUGMENTATIONS",
+    "COMMON_SETS",
+    "METRICS",
+    "RECIPE_KINDS",
+    "AttackSpec",
+    "ConfigError",
+    "DataSpec",
+    "EvalSpec",
+    "ModelSpec",
+    "RecipeSpec",
+    "StudyConfig",
+    "TrainingSpec",
+]
+
+#: Evaluation metrics a study can compute (``evaluation.metrics``).
+METRICS: tuple[str, ...] = (
+    "accuracy",
+    "robustness-linf",
+    "robustness-l2",
+    "adversarial-accuracy",
+    "transfer-matrix",
+    "label-leak",
+    "deepsec",
+)
+#: Training recipes (``recipes[i].kind``): clean training, Kurakin's mixed batch, PGD-AT (Madry).
+RECIPE_KINDS: tuple[str, ...] = ("clean", "kurakin", "pgd-at")
+#: Augmentations by name (``training.augmentation`` / ``models[i].augmentation``).
+AUGMENTATIONS: tuple[str, ...] = ("shift", "flip", "rotation")
+#: Sets X over which the robustness score (paper 000 eq. 4) is averaged.
+COMMON_SETS: tuple[str, ...] = ("sizes", "models", "all")
+#: Attack classes of :mod:`advrobust.attacks` that a study can name.
+ATTACK_NAMES: tuple[str, ...] = ("FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2")
+
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
+_OPTIMIZERS = ("sgd", "adam")
+
+
+class ConfigError(ValueError):
+    """A study config value is invalid; ``field`` names the offending config field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+# --------------------------------------------------------------------------------------------
+# small checkers (they raise ConfigError naming the field)
+
+
+def _desc(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+
+
+def _int(value: object, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, f"must be an integer, got {_desc(value)}")
+    if minimum is not None and value < minimum:
+        raise ConfigError(name, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(
+    value: object, name: str, *, positive: bool = False, nonnegative: bool = False
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(name, f"must be a number, got {_desc(value)}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ConfigError(name, f"must be finite, got {out}")
+    if positive and out <= 0:
+        raise ConfigError(name, f"must be > 0, got {out}")
+    if nonnegative and out < 0:
+        raise ConfigError(name, f"must be >= 0, got {out}")
+    return out
+
+
+def _str(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(name, f"must be a non-empty string, got {_desc(value)}")
+    return value
+
+
+def _choice(value: object, name: str, choices: Sequence[str]) -> str:
+    text = _str(value, name)
+    if text not in choices:
+        raise ConfigError(name, f"unknown value {text!r}; valid values: {', '.join(choices)}")
+    return text
+
+
+def _bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(name, f"must be true or false, got {_desc(value)}")
+    return value
+
+
+def _plain(value: object, name: str) -> object:
+    """Check a JSON/TOML-friendly value (no None, finite numbers) and return a tuple-free copy."""
+    if isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(name, f"must be finite, got {value}")
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{name}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        return _kwargs(value, name)
+    raise ConfigError(
+        name,
+        f"must be a number, string, bool, list or table (None is not allowed: leave the key "
+        f"out instead), got {_desc(value)}",
+    )
+
+
+def _kwargs(value: object, name: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, f"must be a table/dict of keyword arguments, got {_desc(value)}")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise ConfigError(name, f"keys must be strings, got {_desc(key)}")
+        out[key] = _plain(item, f"{name}.{key}")
+    return out
+
+
+def _names(value: object, name: str, choices: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(name, f"must be a list of names, got {_desc(value)}")
+    out = tuple(_choice(v, f"{name}[{i}]", choices) for i, v in enumerate(value))
+    if len(set(out)) != len(out):
+        raise ConfigError(name, f"contains duplicates: {list(out)}")
+    return out
+
+
+def _floats(value: object, name: str, *, positive: bool = True) -> tuple[float, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(name, f"must be a list of numbers, got {_desc(value)}")
+    return tuple(_float(v, f"{name}[{i}]", positive=positive) for i, v in enumerate(value))
+
+
+def _prefixed(prefix: str, error: ConfigError) -> ConfigError:
+    new = ConfigError(f"{prefix}.{error.field}", str(error).split(": ", 1)[1])
+    return new
+
+
+def _build(cls: type[Any], data: object, name: str) -> Any:
+    """Build a spec dataclass from a mapping, rejecting unknown keys and naming the field."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(name, f"must be a table/dict, got {_desc(data)}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"{name}.{unknown[0]}", f"unknown key; valid keys of {name}: {', '.join(names)}"
+        )
+    try:
+        return cls.from_dict(data) if hasattr(cls, "from_dict") else cls(**data)
+    except ConfigError as error:
+        raise _prefixed(name, error) from None
+    except TypeError as error:  # a missing required key
+        raise ConfigError(name, str(error)) from None
+
+
+def _strip_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_strip_none(v) for v in value]
+    return value
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# the spec dataclasses
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """An attack of :mod:`advrobust.attacks` by class name plus constructor keyword arguments.
+
+    Args:
+        name: class name, one of ``FGSM, StepLL, StepRnd, BIM, IterLL, PGD, CWL2``.
+        kwargs: constructor keyword arguments except the model (e.g. ``{"steps": 10}``).
+    """
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _choice(self.name, "name", ATTACK_NAMES)
+        object.__setattr__(self, "kwargs", _kwargs(self.kwargs, "kwargs"))
+        if "model" in self.kwargs:
+            raise ConfigError("kwargs.model", "the model is supplied by the study, leave it out")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AttackSpec:
+        """Build from a mapping (as read from TOML/JSON)."""
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Dataset, nested subset sizes and the evaluation split.
+
+    Args:
+        name: dataset name of :func:`advrobust.data.load_dataset` (``digits`` needs no files).
+        root: folder holding the dataset files (None: the loader's default).
+        sizes: strictly increasing sizes of the nested balanced subsets S_1 ⊂ ... ⊂ S_n (total
+            number of training examples, or examples per class when ``per_class`` is true).
+        per_class: interpret ``sizes`` as per-class counts.
+        seed: seed of the subset draw (the same subsets for every model and recipe).
+        test_split: split used for evaluation.
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    sizes: tuple[int, ...] = (100, 200, 400)
+    per_class: bool = False
+    seed: int = 0
+    test_split: str = "test"
+
+    def __post_init__(self) -> None:
+        _str(self.name, "name")
+        if self.root is not None:
+            _str(self.root, "root")
+        sizes = self.sizes
+        if isinstance(sizes, str) or not isinstance(sizes, Sequence) or len(sizes) == 0:
+            raise ConfigError("sizes", f"must be a non-empty list of integers, got {_desc(sizes)}")
+        sizes = tuple(_int(s, f"sizes[{i}]", minimum=1) for i, s in enumerate(sizes))
+        if any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)):
+            raise ConfigError(
+                "sizes", f"must be strictly increasing (nested subsets), got {list(sizes)}"
+            )
+        object.__setattr__(self, "sizes", sizes)
+        _bool(self.per_class, "per_class")
+        _int(self.seed, "seed", minimum=0)
+        _str(self.test_split, "test_split")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DataSpec:
+        """Build from a mapping (as read from TOML/JSON)."""
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One architecture of the grid.
+
+    Args:
+        name: registered model name (:func:`advrobust.models.list_models`).
+        kwargs: extra keyword arguments of :func:`advrobust.models.create_model`
+            (``width``, ``hidden``, ``depth`` ...).
+        label: the model's name in tables, file names and legends (default: ``name`` plus
+            the kwargs, e.g. ``simple-cnn-width=2``); must be unique within a study.
+        normalize: prepend ``Normalize(mean, std)`` of the dataset as the first layer.
+        augmentation: per-model augmentation overriding ``training.augmentation`` (paper 000's
+            "ResNet+D" models); None means the training default.
+    """
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    normalize: bool = True
+    augmentation: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _str(self.name, "name")
+        object.__setattr__(self, "kwargs", _kwargs(self.kwargs, "kwargs"))
+        label = self.label
+        if label is None:
+            parts = [self.name] + [f"{k}={v}" for k, v in sorted(self.kwargs.items())]
+            label = "-".join(parts)
+            if self.augmentation:
+                label += "+D"
+        if not isinstance(label, str) or not _LABEL_RE.match(label):
+            raise ConfigError(
+                "label",
+                f"must be a name of letters, digits and . _ + = - (it is used in file names), "
+                f"got {label!r}",
+            )
+        object.__setattr__(self, "label", label)
+        _bool(self.normalize, "normalize")
+        if self.augmentation is not None:
+            object.__setattr__(
+                self, "augmentation", _names(self.augmentation, "augmentation", AUGMENTATIONS)
+            )
+
+    @property
+    def key(self) -> str:
+        """The model's unique label (never None after validation)."""
+        assert self.label is not None  # set in __post_init__
+        return self.label
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
+        """Build from a mapping (as read from TOML/JSON)."""
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class RecipeSpec:
+    """A training recipe.
+
+    Args:
+        name: the recipe's name in tables and file names (e.g. ``clean``, ``kurakin-stepll``).
+        kind: ``clean`` (k = 0), ``kurakin`` (mixed batch, k of m replaced, loss weighted by
+            lambda, per-example random eps; Kurakin et al. 2016 algorithm 1) or ``pgd-at``
+            (Madry / paper 004 PAT: k = m, lambda = 1, PGD eps 8/255, 10 steps of 2/255).
+        settings: further :class:`advrobust.training.TrainConfig` fields for this recipe
+            (``k``, ``fraction``, ``adv_weight``, ``attack``, ``eps``, ``delay`` ...); they
+            override the defaults of ``kind``.
+    """
+
+    name: str = "clean"
+    kind: str = "clean"
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _LABEL_RE.match(self.name):
+            raise ConfigError(
+                "name", f"must be a name of letters, digits and . _ + = -, got {self.name!r}"
+            )
+        _choice(self.kind, "kind", RECIPE_KINDS)
+        object.__setattr__(self, "settings", _kwargs(self.settings, "settings"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RecipeSpec:
+        """Build from a mapping (as read from TOML/JSON)."""
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Training settings shared by every recipe.
+
+    Args:
+        epochs: passes over each training subset.
+        batch_size: minibatch size m.
+        optimizer: ``adam`` or ``sgd``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay.
+        augmentation: names of on-device augmentations (``shift``, ``flip``, ``rotation``).
+        checkpoint_every: write a resumable trainer checkpoint every this many epochs.
+        settings: further :class:`advrobust.training.TrainConfig` fields for every recipe.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    augmentation: tuple[str, ...] = ()
+    checkpoint_every: int = 1
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _int(self.epochs, "epochs", minimum=1)
+        _int(self.batch_size, "batch_size", minimum=1)
+        _choice(self.optimizer, "optimizer", _OPTIMIZERS)
+        _float(self.lr, "lr", positive=True)
+        _float(self.momentum, "momentum", nonnegative=True)
+        _float(self.weight_decay, "weight_decay", nonnegative=True)
+        object.__setattr__(
+            self, "augmentation", _names(self.augmentation, "augmentation", AUGMENTATIONS)
+        )
+        _int(self.checkpoint_every, "checkpoint_every", minimum=1)
+        object.__setattr__(self, "settings", _kwargs(self.settings, "settings"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingSpec:
+        """Build from a mapping (as read from TOML/JSON)."""
+        return cls(**dict(data))
+
+
+def _default_ifgsm() -> AttackSpec:
+    return AttackSpec("BIM", {"steps": 10, "rel_alpha": 0.1})
+
+
+def _default_cw() -> AttackSpec:
+    return AttackSpec("CWL2", {"steps": 100, "binary_search_steps": 6})
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """What is measured on every trained model.
+
+    Args:
+        metrics: names from ``accuracy``, ``robustness-linf`` (I-FGSM minimal Linf distortion,
+            robustness score of paper 000 eq. 4), ``robustness-l2`` (CW-L2 distortion, eq. 4),
+            ``adversarial-accuracy`` (eq. 5 at each of ``deltas``), ``transfer-matrix``,
+            ``label-leak`` and ``deepsec``.
+        num_examples: size of the fixed, seeded sample of the test split used by the attack
+            metrics (the same examples for every model).
+        accuracy_examples: number of test examples for clean accuracy (None: the whole split).
+        batch_size: evaluation batch size.
+        common_set: the set X of eq. 4: ``sizes`` (paper 000: the examples that every subset
+            size's model of one architecture and recipe classifies correctly), ``models`` (every
+            model of one subset size and recipe) or ``all`` (every model of the study).
+        linf_attack: the fixed-eps attack whose smallest successful eps is searched by bisection
+            (I-FGSM with T steps of eps/T, paper 000 sec. 3.2).
+        linf_max: upper end of the Linf search range.
+        linf_tol: bisection tolerance.
+        l2_attack: the unbounded L2 attack (Carlini-Wagner L2).
+        deltas: the Delta thresholds of adversarial accuracy (eq. 5).
+        delta_attack: attack run at eps = Delta for adversarial accuracy.
+        transfer_attack: attack of the transfer matrix (Kurakin sec. 4.4).
+        leak_eps: eps of the label-leak count (FGSM with true vs predicted labels).
+        deepsec_attack: attack evaluated by the DeepSec attack metrics.
+    """
+
+    metrics: tuple[str, ...] = (
+        "accuracy",
+        "robustness-linf",
+        "robustness-l2",
+        "adversarial-accuracy",
+    )
+    num_examples: int = 200
+    accuracy_examples: int | None = None
+    batch_size: int = 256
+    common_set: str = "sizes"
+    linf_attack: AttackSpec = field(default_factory=_default_ifgsm)
+    linf_max: float = 1.0
+    linf_tol: float = 1e-3
+    l2_attack: AttackSpec = field(default_factory=_default_cw)
+    deltas: tuple[float, ...] = (0.05, 0.1, 0.2)
+    delta_attack: AttackSpec = field(default_factory=_default_ifgsm)
+    transfer_attack: AttackSpec = field(default_factory=lambda: AttackSpec("FGSM", {"eps": 0.1}))
+    leak_eps: float = 0.3
+    deepsec_attack: AttackSpec = field(default_factory=lambda: AttackSpec("PGD", {"eps": 0.1}))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "metrics", _names(self.metrics, "metrics", METRICS))
+        if not self.metrics:
+            raise ConfigError("metrics", f"must name at least one of {', '.join(METRICS)}")
+        _int(self.num_examples, "num_examples", minimum=1)
+        if self.accuracy_examples is not None:
+            _int(self.accuracy_examples, "accuracy_examples", minimum=1)
+        _int(self.batch_size, "batch_size", minimum=1)
+        _choice(self.common_set, "common_set", COMMON_SETS)
+        for name in ("linf_attack", "l2_attack", "delta_attack", "transfer_attack"):
+            object.__setattr__(self, name, _build(AttackSpec, getattr(self, name), name))
+        object.__setattr__(
+            self, "deepsec_attack", _build(AttackSpec, self.deepsec_attack, "deepsec_attack")
+        )
+        _float(self.linf_max, "linf_max", positive=True)
+        _float(self.linf_tol, "linf_tol", positive=True)
+        if self.linf_tol >= self.linf_max:
+            raise ConfigError("linf_tol", f"must be below linf_max={self.linf_max}")
+        object.__setattr__(self, "deltas", _floats(self.deltas, "deltas"))
+        if "adversarial-accuracy" in self.metrics and not self.deltas:
+            raise ConfigError("deltas", "adversarial-accuracy needs at least one Delta")
+        _float(self.leak_eps, "leak_eps", positive=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalSpec:
+        """Build from a mapping (as read from TOML/JSON)."""
+        return cls(**dict(data))
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _known_models() -> list[str] | None:
+    try:
+        from advrobust.models import list_models
+    except ImportError:  # pragma: no cover - the models layer is part of the package
+        return None
+    return list(list_models())
+
+
+def _known_datasets() -> list[str] | None:
+    try:
+        from advrobust.data import list_datasets
+    except ImportError:  # pragma: no cover
+        return None
+    return list(list_datasets())
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study: the grid (subset sizes x models x recipes) and what is measured.
+
+    Build it in Python, or load it from TOML/JSON with :meth:`load` (or a shipped preset with
+    :func:`advrobust.study.load_preset`). Every field is validated on construction and the error
+    names the field.
+
+    Args:
+        name: the study's name (titles, default output folder).
+        data: dataset and subsets, see :class:`DataSpec`.
+        models: the architectures, see :class:`ModelSpec`.
+        recipes: the training recipes, see :class:`RecipeSpec`.
+        training: shared training settings, see :class:`TrainingSpec`.
+        evaluation: metrics and attacks, see :class:`EvalSpec`.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ...; not part of
+            the study's identity, so a study may be resumed on another device.
+        seed: master seed; every cell derives its own seed from it and the cell's key, so a cell
+            gives the same result in a full run and in any shard.
+        description: free text (not part of the study's identity).
+
+    Example:
+        >>> cfg = StudyConfig(
+        ...     name="tiny",
+        ...     data=DataSpec(name="digits", sizes=(50, 100)),
+        ...     models=(ModelSpec("mlp", {"hidden": 64}),),
+        ... )
+        >>> StudyConfig.from_toml(cfg.to_toml()) == cfg
+        True
+    """
+
+    name: str
+    data: DataSpec
+    models: tuple[ModelSpec, ...]
+    recipes: tuple[RecipeSpec, ...] = (RecipeSpec(),)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    evaluation: EvalSpec = field(default_factory=EvalSpec)
+    device: str = "auto"
+    seed: int = 0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _LABEL_RE.match(self.name):
+            raise ConfigError(
+                "name", f"must be a name of letters, digits and . _ + = -, got {self.name!r}"
+            )
+        object.__setattr__(self, "data", _build(DataSpec, self.data, "data"))
+        object.__setattr__(self, "models", self._specs(ModelSpec, self.models, "models"))
+        object.__setattr__(self, "recipes", self._specs(RecipeSpec, self.recipes, "recipes"))
+        object.__setattr__(self, "training", _build(TrainingSpec, self.training, "training"))
+        object.__setattr__(self, "evaluation", _build(EvalSpec, self.evaluation, "evaluation"))
+        if not isinstance(self.device, str) or not re.match(
+            r"^(auto|cpu|cuda(:\d+)?|mps)$", self.device
+        ):
+            raise ConfigError(
+                "device", f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}"
+            )
+        _int(self.seed, "seed", minimum=0)
+        if not isinstance(self.description, str):
+            raise ConfigError("description", f"must be a string, got {_desc(self.description)}")
+        labels = [m.key for m in self.models]
+        for i, label in enumerate(labels):
+            if labels.index(label) != i:
+                raise ConfigError(
+                    f"models[{i}].label",
+                    f"duplicate model label {label!r}; give models with the same name "
+                    f"different labels",
+                )
+        names = [r.name for r in self.recipes]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                raise ConfigError(f"recipes[{i}].name", f"duplicate recipe name {name!r}")
+        known = _known_models()
+        if known is not None:
+            for i, m in enumerate(self.models):
+                if m.name not in known:
+                    raise ConfigError(
+                        f"models[{i}].name",
+                        f"unknown model {m.name!r}; registered models: {', '.join(known)}",
+                    )
+        datasets = _known_datasets()
+        if datasets is not None and self.data.name not in datasets:
+            raise ConfigError(
+                "data.name",
+                f"unknown dataset {self.data.name!r}; valid datasets: {', '.join(datasets)}",
+            )
+        if "transfer-matrix" in self.evaluation.metrics and len(self.models) < 2:
+            raise ConfigError("evaluation.metrics", "transfer-matrix needs at least two models")
+
+    @staticmethod
+    def _specs(cls: type[Any], value: object, name: str) -> tuple[Any, ...]:
+        if isinstance(value, str | Mapping) or not isinstance(value, Sequence) or not value:
+            raise ConfigError(name, f"must be a non-empty list, got {_desc(value)}")
+        return tuple(_build(cls, v, f"{name}[{i}]") for i, v in enumerate(value))
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly nested dict (lists for tuples)."""
+        out: dict[str, Any] = _to_plain(self)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StudyConfig:
+        """Build from a nested mapping; unknown keys are errors naming the key."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("config", f"must be a table/dict, got {_desc(data)}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise ConfigError(unknown[0], f"unknown key; valid top-level keys: {', '.join(names)}")
+        for required in ("name", "data", "models"):
+            if required not in data:
+                raise ConfigError(required, "missing (required)")
+        return cls(**dict(data))
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """Serialise to JSON text."""
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> StudyConfig:
+        """Parse JSON text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError("config", f"invalid JSON: {error}") from None
+        return cls.from_dict(data)
+
+    def to_toml(self) -> str:
+        """Serialise to TOML text (None values are left out, as TOML has no null)."""
+        import tomli_w
+
+        text: str = tomli_w.dumps(_strip_none(self.to_dict()))
+        return text
+
+    @classmethod
+    def from_toml(cls, text: str) -> StudyConfig:
+        """Parse TOML text."""
+        try:
+            import tomllib
+        except ImportError:  # pragma: no cover - Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError("config", f"invalid TOML: {error}") from None
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> Path:
+        """Write to ``path`` (``.toml`` or ``.json``) atomically."""
+        from ._state import atomic_write_text
+
+        path = Path(path)
+        text = self.to_json() if path.suffix == ".json" else self.to_toml()
+        if path.suffix not in (".json", ".toml"):
+            raise ValueError(f"path must end in .toml or .json, got {str(path)!r}")
+        atomic_write_text(path, text)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> StudyConfig:
+        """Read a ``.toml`` or ``.json`` study config."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"study config {str(path)!r} does not exist")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            return cls.from_json(text)
+        if path.suffix == ".toml":
+            return cls.from_toml(text)
+        raise ValueError(f"path must end in .toml or .json, got {str(path)!r}")
+
+    def replace(self, **changes: Any) -> StudyConfig:
+        """A copy with some top-level fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def identity(self) -> dict[str, Any]:
+        """The part of the config that defines the results (everything but device/description)."""
+        out = self.to_dict()
+        out.pop("device")
+        out.pop("description")
+        return out
+
+    def fingerprint(self) -> str:
+        """SHA-256 of :meth:`identity` in canonical JSON: equal iff the results would be equal."""
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of the fields that differ between two config dicts."""
+    out: list[str] = []
+    keys = list(dict.fromkeys([*old, *new]))
+    for key in keys:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        a, b = old.get(key, "<missing>"), new.get(key, "<missing>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out.extend(config_diff(a, b, path))
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                if isinstance(x, Mapping) and isinstance(y, Mapping):
+                    out.extend(config_diff(x, y, f"{path}[{i}]"))
+                elif x != y:
+                    out.append(f"{path}[{i}]: {x!r} -> {y!r}")
+        elif a != b:
+            out.append(f"{path}: {a!r} -> {b!r}")
+    return out

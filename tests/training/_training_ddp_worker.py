@@ -1,0 +1,42 @@
+"""Worker for test_training_distributed.py: one rank of a two-process gloo run on the CPU.
+
+Usage: python _training_ddp_worker.py OUT_DIR MODE PORT RANK WORLD_SIZE
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+torch.set_num_threads(1)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _training_ddp_common import build, config, data  # noqa: E402
+
+from advrobust.training import AdversarialTrainer  # noqa: E402
+
+
+def main() -> None:
+    out, mode, port, rank, world = sys.argv[1:6]
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=int(rank), world_size=int(world)
+    )
+    try:
+        x, y = data()
+        model = build(mode)
+        cfg = config(mode, per_rank_batch=8)
+        trainer = AdversarialTrainer(model, cfg, checkpoint_dir=Path(out) / "ckpt")
+        history = trainer.fit((x, y), val_data=(x[:40], y[:40]), progress=False)
+        torch.save(
+            {"state": model.state_dict(), "history": history.to_dict()},
+            Path(out) / f"rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import advrobust.training._checkpoint as ckpt_mod
+from advrobust.training import (
+    AdversarialTrainer,
+    CheckpointError,
+    TrainConfig,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(32, 1, 4, 4, generator=g), torch.randint(0, 4, (32,), generator=g)
+
+
+def test_training_checkpoint_round_trip_and_marker(tmp_path):
+    path = save_checkpoint(tmp_path / "sub" / "a.pt", {"w": torch.arange(3), "n": 2})
+    got = load_checkpoint(path)
+    assert torch.equal(got["w"], torch.arange(3)) and got["n"] == 2
+    assert got["format"] == "advrobust.training.checkpoint" and got["version"] == 1
+    assert os.listdir(tmp_path / "sub") == ["a.pt"]
+
+
+def test_training_checkpoint_crash_during_write_keeps_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"v": torch.tensor([1.0])})
+    before = path.read_bytes()
+
+    def crashing_save(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 partial bytes of a zip archive")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", crashing_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"v": torch.tensor([2.0])})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert float(load_checkpoint(path)["v"]) == 1.0
+    assert os.listdir(tmp_path) == ["last.pt"]  # the temporary file was removed
+
+
+def test_training_checkpoint_interrupt_during_replace_keeps_previous(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"v": 1})
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt_mod.os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"v": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["v"] == 1 and os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_training_checkpoint_corrupt_foreign_and_missing(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(bad)
+    good = save_checkpoint(tmp_path / "good.pt", {"v": torch.ones(1000)})
+    truncated = tmp_path / "trunc.pt"
+    truncated.write_bytes(good.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match="corrupt, truncated"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not an advrobust training checkpoint"):
+        load_checkpoint(foreign)
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"format": "advrobust.training.checkpoint", "obj": nn.Linear(2, 2)}, unsafe)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_checkpoint(unsafe)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+    with pytest.raises(TypeError, match="state"):
+        save_checkpoint(tmp_path / "x.pt", [1, 2])
+
+
+def test_training_checkpoint_resume_from_corrupt_file_leaves_trainer_unchanged(tmp_path):
+    x, y = _data()
+    cfg = TrainConfig.kurakin(epochs=1, batch_size=16, lr=0.1)
+    tr = AdversarialTrainer(_model(), cfg, checkpoint_dir=tmp_path)
+    tr.fit((x, y), progress=False)
+    good = (tmp_path / "last.pt").read_bytes()
+    fresh_model = _model(seed=3)
+    before = {k: v.clone() for k, v in fresh_model.state_dict().items()}
+    fresh = AdversarialTrainer(fresh_model, cfg)
+    (tmp_path / "broken.pt").write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError):
+        fresh.resume(tmp_path / "broken.pt")
+    # a checkpoint of another architecture: clear error, nothing loaded
+    other = AdversarialTrainer(nn.Sequential(nn.Flatten(), nn.Linear(16, 5)), cfg)
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        other.resume(tmp_path / "last.pt")
+    assert fresh.epoch == 0 and all(
+        torch.equal(v, fresh_model.state_dict()[k]) for k, v in before.items()
+    )
+    # a different recipe is refused, naming the fields
+    with pytest.raises(ValueError, match="adv_weight"):
+        AdversarialTrainer(_model(), cfg.replace(adv_weight=0.5)).resume(tmp_path / "last.pt")
+    fresh.resume(tmp_path / "last.pt")  # the good checkpoint is still usable
+    assert fresh.epoch == 1 and torch.equal(fresh_model[1].weight, tr.model[1].weight)
+
+
+def test_training_checkpoint_on_demand_and_every(tmp_path):
+    x, y = _data()
+    cfg = TrainConfig.kurakin(epochs=2, batch_size=16, checkpoint_every=0)
+    tr = AdversarialTrainer(_model(), cfg)
+    with pytest.raises(ValueError, match="path"):
+        tr.save_checkpoint()
+    p = tr.save_checkpoint(tmp_path / "manual.pt")
+    assert load_checkpoint(p)["counters"]["epoch"] == 0
+    tr2 = AdversarialTrainer(_model(), cfg, checkpoint_dir=tmp_path / "d")
+    tr2.fit((x, y), progress=False)
+    assert load_checkpoint(tmp_path / "d" / "last.pt")["counters"]["epoch"] == 2

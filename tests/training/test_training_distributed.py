@@ -1,0 +1,83 @@
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _training_ddp_common import build, config, data  # noqa: E402
+
+from advrobust.training import AdversarialTrainer, load_checkpoint  # noqa: E402
+
+WORKER = Path(__file__).resolve().parent / "_training_ddp_worker.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _launch(out: Path, mode: str) -> list[dict]:
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(out), mode, str(port), str(rank), "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    logs = []
+    for p in procs:
+        try:
+            logs.append(p.communicate(timeout=120)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+def _without_time(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in e.items() if k != "seconds"} for e in history]
+
+
+@pytest.mark.distributed
+def test_training_distributed_two_gloo_ranks_match_single_process(tmp_path):
+    ranks = _launch(tmp_path, "nobn")
+    s0, s1 = ranks[0]["state"], ranks[1]["state"]
+    assert all(torch.equal(s0[k], s1[k]) for k in s0)  # identical weights on both ranks
+    # single process on the same global batch (2 x 8)
+    x, y = data()
+    ref = build("nobn")
+    h = AdversarialTrainer(ref, config("nobn", per_rank_batch=16)).fit(
+        (x, y), val_data=(x[:40], y[:40]), progress=False
+    )
+    for k, v in ref.state_dict().items():
+        assert torch.allclose(v, s0[k], rtol=1e-5, atol=1e-6), k
+    # reported figures are all-reduced over the ranks
+    hist = _without_time(ranks[0]["history"])
+    assert hist == _without_time(ranks[1]["history"])
+    assert [e["examples"] for e in hist] == [96, 96]
+    for got, want in zip(hist, h.to_dict()):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+        assert got["train_adv_acc"] == pytest.approx(want["train_adv_acc"])
+        assert got["val_clean_acc"] == pytest.approx(want["val_clean_acc"])
+    ck = load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    assert ck["world_size"] == 2 and len(ck["rng"]) == 2
+    assert torch.equal(ck["model"]["1.weight"], s0["1.weight"])
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_training_distributed_batchnorm_ranks_stay_identical(tmp_path):
+    ranks = _launch(tmp_path, "bn")
+    s0, s1 = ranks[0]["state"], ranks[1]["state"]
+    assert all(torch.equal(s0[k], s1[k]) for k in s0)
+    assert _without_time(ranks[0]["history"]) == _without_time(ranks[1]["history"])
