@@ -8,7 +8,13 @@ from typing import Final, final
 import torch
 from torch import Tensor, nn
 
-from advrobust._validate import check_int, check_nonnegative, check_positive, describe
+from advrobust._validate import (
+    check_int,
+    check_logits,
+    check_nonnegative,
+    check_positive,
+    describe,
+)
 
 from ._base import Attack, CleanForward
 
@@ -146,7 +152,7 @@ class CWL2(Attack):
                 done = i + 1
                 w.requires_grad_(True)
                 x_new = mid + half * torch.tanh(w)
-                logits = self.model(x_new)
+                logits = check_logits(self.model(x_new), b)
                 if mask is None:
                     mask = torch.zeros_like(logits, dtype=torch.bool)
                     mask.scatter_(1, label[:, None], True)

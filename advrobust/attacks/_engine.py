@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advrobust._validate import check_int, check_nonnegative, check_positive, describe
+from advrobust._validate import (
+    check_int,
+    check_logits,
+    check_nonnegative,
+    check_positive,
+    describe,
+)
 
 from ._base import Attack, CleanForward
 from ._threat import ThreatModel, threat_from_norm
@@ -228,7 +234,7 @@ class IterativeGradientAttack(Attack):
             start = self._threat_model.random_start(xs, es, generator).clamp(lo, hi)
             out = self._iterate(xs, start, ls, gs, es, als, steps, descend, targeted, None)
             with torch.no_grad():
-                logits = self.model(out)
+                logits = check_logits(self.model(out), out.shape[0])
                 pred = logits.argmax(dim=1)
                 succ = pred == gs if targeted else pred != gs
                 obj = F.cross_entropy(logits, ls, reduction="none").float()
@@ -274,7 +280,7 @@ class IterativeGradientAttack(Attack):
                 xi, logits = reuse.x, reuse.logits
             else:
                 xi = x_adv.detach().requires_grad_(True)
-                logits = model(xi)
+                logits = check_logits(model(xi), xi.shape[0])
             loss = F.cross_entropy(logits, cur_label, reduction="sum")
             (g,) = torch.autograd.grad(loss, xi)
             cur = xi.detach()

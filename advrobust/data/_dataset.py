@@ -13,14 +13,24 @@ from .._validate import describe
 __all__ = ["ImageDataset", "channel_stats"]
 
 
-def channel_stats(data: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and (population) standard deviation of ``(N, C, H, W)`` images."""
+def channel_stats(data: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) standard deviation of ``(N, C, H, W)`` images.
+
+    Accumulates float64 sums over chunks of ``chunk`` images, so the memory overhead stays
+    small for large datasets (Tiny ImageNet's train split is 4.9 GB as float32).
+    """
+    n, c = int(data.shape[0]), int(data.shape[1])
     if data.numel() == 0:
-        c = data.shape[1]
         return (0.0,) * c, (1.0,) * c
-    flat = data.transpose(0, 1).reshape(data.shape[1], -1).to(torch.float64)
-    mean = flat.mean(dim=1)
-    std = flat.std(dim=1, correction=0).clamp_min(1e-12)
+    total = torch.zeros(c, dtype=torch.float64, device=data.device)
+    squares = torch.zeros(c, dtype=torch.float64, device=data.device)
+    for start in range(0, n, chunk):
+        part = data[start : start + chunk].to(torch.float64)
+        total += part.sum(dim=(0, 2, 3))
+        squares += part.square().sum(dim=(0, 2, 3))
+    count = n * data.shape[2] * data.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(0.0).sqrt().clamp_min(1e-12)
     return tuple(mean.tolist()), tuple(std.tolist())
 
 

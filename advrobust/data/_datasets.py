@@ -8,7 +8,7 @@ import pickle
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -196,15 +196,17 @@ _CIFAR10_CLASSES = [
 class _SafeUnpickler(pickle.Unpickler):
     """Unpickle only builtin containers and numpy arrays (what the CIFAR batches contain)."""
 
-    _ALLOWED = {
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),
-    }
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._ALLOWED:
@@ -297,7 +299,8 @@ def _read_stl_pair(x_path: Path, y_path: Path) -> tuple[np.ndarray, np.ndarray]:
     labels = np.fromfile(y_path, dtype=np.uint8).astype(np.int64)
     if labels.size != images.shape[0]:
         raise CorruptDatasetError(
-            f"stl10: {x_path} holds {images.shape[0]} images but {y_path} holds {labels.size} labels"
+            f"stl10: {x_path} holds {images.shape[0]} images but {y_path} holds "
+            f"{labels.size} labels"
         )
     if labels.min() < 1 or labels.max() > 10:
         raise CorruptDatasetError(
@@ -427,7 +430,8 @@ def _load_tiny_imagenet(root: Path | None, split: str) -> ImageDataset:
         on_disk = sum(1 for p in (folder / "val" / "images").glob("*") if p.is_file())
         if on_disk != len(paths):
             raise CorruptDatasetError(
-                f"{ann}: {len(paths)} annotations but {on_disk} files in {folder / 'val' / 'images'}"
+                f"{ann}: {len(paths)} annotations but {on_disk} files in "
+                f"{folder / 'val' / 'images'}"
             )
         if not paths:
             raise CorruptDatasetError(f"{ann}: no validation annotations")

@@ -45,7 +45,8 @@ class TensorLoader:
     Example:
         >>> import torch
         >>> loader = TensorLoader(torch.rand(10, 1, 8, 8), torch.arange(10), batch_size=4)
-        >>> len(loader), [yb.tolist() for _, yb in loader][-1]
+        >>> last_x, last_y = list(loader)[-1]
+        >>> len(loader), last_y.tolist()
         (3, [8, 9])
     """
 

@@ -199,8 +199,8 @@ def adversarial_accuracy(
 ) -> AdversarialAccuracyResult:
     r"""Adversarial accuracy of paper 000 eq. (5).
 
-    .. math:: \mathrm{Robustness}(M) = 1 - \frac{\text{wrong predictions} +
-        \text{successful attacks}}{|T|}
+    $$\mathrm{Robustness}(M) = 1 - \frac{\text{wrong predictions} +
+    \text{successful attacks}}{|T|}$$
 
     Only correctly classified inputs are attacked; an attack on ``x`` is successful when
     ``M(x') != M(x)`` and ``||x - x'||_p <= delta``. Fixed-eps attacks run with

@@ -78,8 +78,8 @@ def ssim(
 ) -> Tensor:
     r"""Structural similarity (Wang et al. 2004) of two image batches, one value per example.
 
-    .. math:: \mathrm{SSIM}(x, y) = \frac{(2\mu_x\mu_y + C_1)(2\sigma_{xy} + C_2)}
-        {(\mu_x^2 + \mu_y^2 + C_1)(\sigma_x^2 + \sigma_y^2 + C_2)}
+    $$\mathrm{SSIM}(x, y) = \frac{(2\mu_x\mu_y + C_1)(2\sigma_{xy} + C_2)}
+    {(\mu_x^2 + \mu_y^2 + C_1)(\sigma_x^2 + \sigma_y^2 + C_2)}$$
 
     with local statistics under a Gaussian window (``window_size``, ``sigma``), ``C_1 =
     (k_1 L)^2``, ``C_2 = (k_2 L)^2``, ``L = data_range``, averaged over valid window positions

@@ -53,10 +53,12 @@ def _default_hi(attack: Attack, x: Tensor) -> float:
     return width
 
 
-def _margin(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+def _margin(model: nn.Module, x: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
     """Logit margin z_y - max_{j != y} z_j (negative: misclassified)."""
-    with model_state_guard(model):
-        z = predict(model, x).to(torch.float64)
+    if logits is None:
+        with model_state_guard(model):
+            logits = predict(model, x)
+    z = logits.to(torch.float64)
     own = torch.zeros_like(z, dtype=torch.bool).scatter_(1, y[:, None].long(), True)
     return z.gather(1, y[:, None].long()).squeeze(1) - z.masked_fill(own, -math.inf).amax(1)
 
@@ -91,7 +93,7 @@ def _search_batch(
     if is_unbounded(attack):
         res = attack.run(x, y, generator=generator)
         evaluations += 1
-        found = correct & res.success
+        found = correct & res.success & (res.l2.to(dtype) <= hi * (1 + 1e-6))
         inf = torch.full_like(nan, math.inf)
         distance = torch.where(found, res.l2.to(dtype), torch.where(correct, inf, nan))
         lower = torch.where(correct, torch.zeros_like(nan), nan)
@@ -120,7 +122,7 @@ def _search_batch(
         active = active[res.success]
         upper[active] = hi
     if secant and lo == 0:
-        m_lo = _margin(model, x, y).clamp(min=0.0)  # the clean input is the attack at eps = 0
+        m_lo = _margin(model, x, y, logits).clamp(min=0.0)  # the clean input is eps = 0
     if lo > 0 and active.numel():
         eps = torch.full((active.numel(),), lo, dtype=x.dtype, device=dev)
         res = attack.run(x[active], y[active], eps=eps, generator=generator)
@@ -134,6 +136,7 @@ def _search_batch(
         if secant:
             m_lo[active] = _margin(model, res.x_adv, y[active]).clamp(min=0.0)
     searched = active.clone()
+    active = active[(upper[active] - lower[active]) > torch.clamp(upper[active] * rtol, min=tol)]
     while active.numel():
         a_lo, a_hi = lower[active], upper[active]
         width = a_hi - a_lo
@@ -232,7 +235,8 @@ def minimal_distortion(
 
     Iterative attacks run with a step proportional to eps (see :func:`search_attack`: paper
     000's T steps of eps / T), so the attack at each eps is the same attack, scaled. CW-L2 is
-    unbounded: its own L2 distances are reported (no bisection). Clean inputs the model
+    unbounded: its own L2 distances are reported (no bisection; ``lo`` and ``tol`` do not
+    apply, and distances above ``hi`` count as unbroken). Clean inputs the model
     misclassifies are excluded (distance ``nan``), as in paper 000.
 
     Args:
@@ -338,7 +342,7 @@ def robustness_score(
 ) -> RobustnessScoreResult:
     r"""Paper 000 eq. (4): mean minimal distortion over the commonly-correct set.
 
-    .. math:: \mathrm{Robustness}(M_i) = \frac{1}{|X|} \sum_{x \in X} \|x - x'\|_p
+    $$\mathrm{Robustness}(M_i) = \frac{1}{|X|} \sum_{x \in X} \|x - x'\|_p$$
 
     X holds the examples that *every* model classifies correctly; ``x'`` is the attack's
     minimal adversarial example (I-FGSM/BIM bisection for Linf, CW-L2 for L2; see

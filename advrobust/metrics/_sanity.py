@@ -72,10 +72,15 @@ def _frac(mask: Tensor) -> float:
 
 
 def _forward_twice_keep_buffers(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Two forward passes in the model's current mode; buffers (BN statistics) restored."""
+    """Two forward passes in the model's current mode; buffers (BN statistics) restored.
+
+    The passes run on a fork of the global RNG, so dropout here leaves the caller's random
+    stream where it was.
+    """
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    devices = [x.device] if x.device.type == "cuda" else []
     try:
-        with torch.no_grad():
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
             a, b2 = model(x), model(x)
     finally:
         with torch.no_grad():
@@ -107,11 +112,12 @@ def _noise(
     x: Tensor, eps: float, norm: str, samples: int, generator: torch.Generator | None
 ) -> Tensor:
     shape = (samples, *x.shape)
-    u = torch.rand(shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+    dev = generator.device if generator is not None else x.device
+    u = torch.rand(shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
     if norm == "linf":
         delta = eps * torch.sign(u - 0.5)
     else:
-        g = torch.randn(shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
+        g = torch.randn(shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
         flat = g.flatten(2)
         delta = (eps * flat / flat.norm(dim=2, keepdim=True).clamp_min(1e-12)).reshape(shape)
     return delta

@@ -52,15 +52,13 @@ class MLP(nn.Module):
     family="mlp",
     description="2-layer perceptron: Flatten -> Linear(1024) -> ReLU -> Linear(classes)",
     paper="Lei et al. (paper 000), table 1",
-    in_channels=1,
-    input_size=28,
     num_params={"mnist": 814_090, "cifar10": 3_157_002, "digits": 76_810},
 )
 def mlp(
     *,
     num_classes: int = 10,
-    in_channels: int = 1,
-    input_size: int = 28,
+    in_channels: int = 3,
+    input_size: int = 32,
     hidden: int | Sequence[int] = 1024,
     depth: int = 1,
     dropout: float = 0.0,

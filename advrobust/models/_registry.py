@@ -249,13 +249,13 @@ def create_model(
 
     ``None`` values (for the input contract and for any ``kwargs``) do not override the
     builder's defaults, so callers can forward optional settings unconditionally. The defaults
-    of the input contract are those of :func:`get_model_cfg` (10 classes, 3x32x32 for most).
+    of the input contract are those of :func:`get_model_cfg`: 10 classes, 3x32x32 images.
 
     Args:
         name: A registered model name (see :func:`list_models`).
-        num_classes: Number of output logits.
-        in_channels: Number of input channels.
-        input_size: Input height and width (square images).
+        num_classes: Number of output logits (default 10).
+        in_channels: Number of input channels (default 3).
+        input_size: Input height and width of square images (default 32).
         normalize: Optional ``(mean, std)``; the model is then
             ``nn.Sequential(Normalize(mean, std), net)``, so it takes images in [0, 1].
         **kwargs: Architecture options of the builder (e.g. ``width``, ``depth``).
@@ -277,7 +277,8 @@ def create_model(
     cfg = get_model_cfg(name)
     options = {k: v for k, v in kwargs.items() if v is not None}
     params = inspect.signature(cfg.builder).parameters
-    unknown = sorted(k for k in options if k not in params)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unknown = [] if takes_any else sorted(k for k in options if k not in params)
     if unknown:
         accepted = sorted(
             k for k in params if k not in ("num_classes", "in_channels", "input_size")

@@ -99,16 +99,14 @@ class SimpleCNN(nn.Module):
     family="simple-cnn",
     description="Carlini-Wagner 7-layer CNN: 4 3x3 convs, 2 max-pools, 3 linear layers",
     paper="Carlini & Wagner 2017 (setup_mnist.py / setup_cifar.py); paper 000 table 1",
-    in_channels=1,
-    input_size=28,
     min_input_size=4,
     num_params={"mnist": 312_202, "cifar10": 1_147_978, "digits": 158_602},
 )
 def simple_cnn(
     *,
     num_classes: int = 10,
-    in_channels: int = 1,
-    input_size: int = 28,
+    in_channels: int = 3,
+    input_size: int = 32,
     variant: Literal["mnist", "cifar"] | None = None,
     channels: Sequence[int] | None = None,
     hidden: Sequence[int] | None = None,

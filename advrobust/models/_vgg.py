@@ -80,7 +80,6 @@ class VGG(nn.Module):
     family="vgg",
     description="VGG-11 layout at half width, FC512-FC512 head (approximates paper 000's count)",
     paper="Lei et al. (paper 000) table 1, 'simple CNN, 20 layers, VGG-like' (approximate)",
-    input_size=96,
     min_input_size=32,
     num_params={"stl10": 7_293_642, "tiny-imagenet": 6_080_392, "cifar10": 5_196_490},
     exact=False,
@@ -89,7 +88,7 @@ def vgg20(
     *,
     num_classes: int = 10,
     in_channels: int = 3,
-    input_size: int = 96,
+    input_size: int = 32,
     width: float = 1.0,
     dropout: float = 0.5,
 ) -> VGG:

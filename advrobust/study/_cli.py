@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "SLURM: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
     run.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (overrides the config)")
     run.add_argument("--root", help="dataset folder (overrides data.root)")
+    run.add_argument("--threads", type=int, help="torch CPU threads (overrides the config's threads)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     merge = study_cmds.add_parser("merge", help="join shard folders of one study")
@@ -126,6 +127,8 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
     config = load_preset(args.preset) if args.preset else StudyConfig.load(args.config)
     if args.root:
         config = config.replace(data=dataclasses.replace(config.data, root=args.root))
+    if args.threads is not None:
+        config = config.replace(threads=args.threads)
     out = Path(args.out) if args.out else Path(f"study-{config.name}")
     start = time.perf_counter()
     result = run_study(

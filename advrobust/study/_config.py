@@ -528,6 +528,9 @@ class StudyConfig:
         evaluation: metrics and attacks, see :class:`EvalSpec`.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ...; not part of
             the study's identity, so a study may be resumed on another device.
+        threads: torch intra-op CPU threads while the study runs (None: torch's default).
+            Small models on small batches run fastest with 1 thread per process; the previous
+            setting is restored afterwards. Not part of the study's identity.
         seed: master seed; every cell derives its own seed from it and the cell's key, so a cell
             gives the same result in a full run and in any shard.
         description: free text (not part of the study's identity).
@@ -549,6 +552,7 @@ class StudyConfig:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     evaluation: EvalSpec = field(default_factory=EvalSpec)
     device: str = "auto"
+    threads: int | None = None
     seed: int = 0
     description: str = ""
 
@@ -568,6 +572,8 @@ class StudyConfig:
             raise ConfigError(
                 "device", f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}"
             )
+        if self.threads is not None:
+            _int(self.threads, "threads", minimum=1)
         _int(self.seed, "seed", minimum=0)
         if not isinstance(self.description, str):
             raise ConfigError("description", f"must be a string, got {_desc(self.description)}")
@@ -688,9 +694,10 @@ class StudyConfig:
         return dataclasses.replace(self, **changes)
 
     def identity(self) -> dict[str, Any]:
-        """The part of the config that defines the results (everything but device/description)."""
+        """The part of the config that defines the results (all but device, threads, description)."""
         out = self.to_dict()
         out.pop("device")
+        out.pop("threads")
         out.pop("description")
         return out
 

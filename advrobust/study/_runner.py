@@ -728,6 +728,28 @@ def run_study(
 
         shard = parse_shard(shard)
     out_dir = Path(out_dir)
+    with _threads(config.threads):
+        return _run_study(config, out_dir, shard, progress, device, stream)
+
+
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """Set torch's intra-op thread count for the block and restore it afterwards."""
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_study(
+    config: StudyConfig, out_dir: Path, shard: Shard | None, progress: bool,
+    device: str | None, stream: TextIO | None,
+) -> StudyResult:
     data = _load_data(config)
     _check_config_buildable(config, data)
     _prepare_out_dir(config, out_dir)

@@ -353,3 +353,13 @@ def test_tiny_imagenet_missing_and_corrupt(tmp_path: Path) -> None:
         p.unlink()
     with pytest.raises(CorruptDatasetError, match=r"no training images"):
         load_dataset("tiny-imagenet", root=tmp_path)
+
+
+def test_channel_stats_match_torch_in_chunks() -> None:
+    from advrobust.data._dataset import channel_stats
+
+    x = torch.rand(37, 3, 5, 4, dtype=torch.float64).float()
+    mean, std = channel_stats(x, chunk=5)
+    flat = x.double().transpose(0, 1).reshape(3, -1)
+    torch.testing.assert_close(torch.tensor(mean, dtype=torch.float64), flat.mean(1))
+    torch.testing.assert_close(torch.tensor(std, dtype=torch.float64), flat.std(1, correction=0))

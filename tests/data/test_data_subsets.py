@@ -52,11 +52,11 @@ def test_subsets_are_nested_balanced_and_deterministic(
 
 @settings(max_examples=40, deadline=None)
 @given(data=labelled_sets(), seed=st.integers(0, 2**32 - 1))
-def test_subsets_do_not_depend_on_the_order_classes_appear(
+def test_each_class_selection_depends_only_on_its_own_positions(
     data: tuple[np.ndarray, list[int]], seed: int
 ) -> None:
-    # Relabelling the classes (so that a different class appears first) leaves every class's
-    # chosen positions unchanged: each class's order depends on (seed, class id) only.
+    # Each class's order depends on (seed, class id, its positions) only: adding a class, and
+    # so changing which classes exist and in which order they appear, changes nothing else.
     labels, per = data
     classes = np.unique(labels)
     k = classes.size

@@ -82,7 +82,7 @@ def train_digits_model(
 @pytest.fixture(scope="session")
 def digits_model(digits: tuple[Tensor, Tensor, Tensor, Tensor]) -> nn.Module:
     x, y, _, _ = digits
-    return train_digits_model(x, y)
+    return train_digits_model(x, y, epochs=15)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import Tensor, nn
 
 from advrobust.attacks import BIM, CWL2, FGSM, PGD
@@ -77,13 +79,17 @@ def test_metrics_minimal_distortion_multiclass_bim_within_two_percent(generator)
 
 def test_metrics_minimal_distortion_cw_uses_its_own_l2(generator) -> None:
     model, x, y, _, l2 = affine(d=6, k=2, n=12, seed=3)
-    atk = CWL2(model, bounds=WIDE)
+    atk = CWL2(model, steps=100, binary_search_steps=4, bounds=WIDE)
     res = minimal_distortion(model, (x, y), atk)
     direct = atk.run(x, y)
     assert bool(res.found.eq(direct.success).all())
     assert torch.allclose(res.distance[res.found], direct.l2[direct.success].to(res.distance.dtype))
     assert bool((res.distance[res.found] >= l2[res.found] * (1 - 1e-6)).all())
     assert int(res.evaluations.max()) == 1
+    cap = float(direct.l2.max()) * 0.9  # CW distances above hi count as unbroken
+    capped = minimal_distortion(model, (x, y), atk, hi=cap)
+    assert bool((capped.found == (direct.success & (direct.l2 <= cap))).all())
+    assert 0 < capped.num_unbroken == int((~capped.found).sum())
 
 
 def test_metrics_minimal_distortion_active_set_same_answer_fewer_runs(generator) -> None:
@@ -131,6 +137,14 @@ def test_metrics_minimal_distortion_unbroken_and_misclassified_reported(threshol
     assert d["summary"]["num_unbroken"] == 2 and len(d["distance"]) == 4
 
 
+def test_metrics_minimal_distortion_bracket_already_converged(threshold) -> None:
+    model = threshold(0.5)
+    x, y = torch.tensor([[0.45], [0.1]]), torch.tensor([0, 0])
+    res = minimal_distortion(model, (x, y), FGSM(model), hi=0.06, tol=0.1)
+    assert res.found.tolist() == [True, False]
+    assert res.distance[0] == pytest.approx(0.06) and int(res.evaluations.max()) == 1
+
+
 def test_metrics_minimal_distortion_iterable_data_and_batching_agree() -> None:
     model, x, y, _, _ = affine(d=5, k=3, n=20, seed=5)
     atk = BIM(model, steps=4, bounds=WIDE)
@@ -164,7 +178,7 @@ def test_metrics_minimal_distortion_bad_input(threshold) -> None:
         minimal_distortion(model, (x, y), atk, lo=0.3, hi=0.2)
     with pytest.raises(ValueError, match="lo"):
         minimal_distortion(model, (x, y), atk, lo=-0.1)
-    with pytest.raises(ValueError, match="lo=0.1 does not bracket"):
+    with pytest.raises(ValueError, match=r"lo=0\.1 does not bracket"):
         minimal_distortion(model, (x, y), atk, lo=0.1, hi=0.5)
     with pytest.raises(ValueError, match="data is empty"):
         minimal_distortion(model, (x[:0], y[:0]), atk)
@@ -193,3 +207,57 @@ def test_metrics_robustness_score_hand_computation(threshold) -> None:
     assert seq.scores["model_1"] == pytest.approx(res.scores["c"])
     with pytest.raises(ValueError, match="models is empty"):
         robustness_score([], (x, y), BIM(a))
+
+
+@pytest.mark.parametrize("method", ["bisection", "secant"])
+def test_metrics_minimal_distortion_bracket_invariant_on_digits(
+    digits_model, digits, method
+) -> None:
+    """On a trained MLP: the attack fails at `lower` and succeeds at `distance`, per example."""
+    _, _, x, y = digits
+    x, y = x[:32], y[:32]
+    atk = search_attack(BIM(digits_model, steps=5))
+    res = minimal_distortion(digits_model, (x, y), atk, tol=2e-3, method=method)
+    assert res.num_unbroken == 0 and bool(res.found[res.correct].all())
+    idx = res.found.nonzero().squeeze(1)
+    at_upper = atk.run(x[idx], y[idx], eps=res.distance[idx].float())
+    at_lower = atk.run(x[idx], y[idx], eps=res.lower[idx].float())
+    assert bool(at_upper.success.all())
+    assert not bool(at_lower.success.any())
+    assert bool((res.distance[idx] - res.lower[idx] <= 2e-3 + 1e-7).all())
+
+
+@pytest.mark.slow
+def test_metrics_minimal_distortion_secant_agrees_with_bisection_cnn(digits, train_digits) -> None:
+    x_tr, y_tr, x, y = digits
+    cnn = train_digits(x_tr, y_tr, cnn=True, epochs=10)
+    x, y = x[:200], y[:200]
+    atk = BIM(cnn, steps=10)
+    bis = minimal_distortion(cnn, (x, y), atk, tol=1e-3)
+    sec = minimal_distortion(cnn, (x, y), atk, tol=1e-3, method="secant")
+    assert torch.equal(bis.found, sec.found)
+    # BIM is close to monotone in eps on this model: both searches land within a few tolerances
+    diff = (bis.distance - sec.distance)[bis.found].abs()
+    assert float(diff.median()) <= 1e-3
+    assert int(sec.evaluations.sum()) < int(bis.evaluations.sum())
+    score = robustness_score({"cnn": cnn}, (x, y), atk, tol=1e-3)
+    assert score.scores["cnn"] == pytest.approx(bis.mean, rel=1e-6)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    d=st.integers(1, 8),
+    norm=st.sampled_from(["linf", "l2"]),
+    method=st.sampled_from(["bisection", "secant"]),
+)
+def test_metrics_minimal_distortion_property_binary_affine(seed, d, norm, method) -> None:
+    """Any binary affine model: the bracket holds the exact distance and is <= tol wide."""
+    model, x, y, linf, l2 = affine(d=d, k=2, n=8, seed=seed)
+    exact = linf if norm == "linf" else l2
+    atk = FGSM(model, norm=norm, bounds=WIDE)
+    hi = float(exact.max()) * 2 + 0.1
+    res = minimal_distortion(model, (x, y), atk, hi=hi, tol=1e-3, method=method)
+    assert bool(res.found.all())
+    assert bool((res.lower <= exact + 1e-9).all() & (res.distance >= exact - 1e-9).all())
+    assert bool((res.distance - res.lower <= 1e-3 + 1e-12).all())

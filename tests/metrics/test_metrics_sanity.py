@@ -152,3 +152,17 @@ def test_metrics_sanity_bad_input(digits_model, batch) -> None:
         sanity_check(digits_model, x[:0], y[:0])
     with pytest.raises(ValueError, match="bounds"):
         sanity_check(digits_model, x * 3, y)
+
+
+def test_metrics_sanity_every_finding_has_a_docs_section() -> None:
+    """Each check id is the anchor of a heading of docs/guide/evaluation-pitfalls.md."""
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "guide" / "evaluation-pitfalls.md"
+    if not page.exists():
+        pytest.skip("docs are not part of this installation")
+    headings = re.findall(r"^## (.+)$", page.read_text(encoding="utf-8"), flags=re.M)
+    # python-markdown's toc slugify: drop non-word characters, lowercase, spaces to hyphens
+    slugs = {re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", h).strip().lower()) for h in headings}
+    assert set(SANITY_CHECKS) <= slugs, set(SANITY_CHECKS) - slugs

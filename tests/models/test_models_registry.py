@@ -126,15 +126,18 @@ def test_builders_must_be_keyword_only(scratch_registry: dict[str, ModelCfg]) ->
 def test_model_cfg_records_the_input_contract_and_paper() -> None:
     cfg = get_model_cfg("vgg-20")
     assert isinstance(cfg, ModelCfg)
-    assert (cfg.input_size, cfg.in_channels, cfg.num_classes, cfg.min_input_size) == (96, 3, 10, 32)
+    assert (cfg.input_size, cfg.in_channels, cfg.num_classes, cfg.min_input_size) == (32, 3, 10, 32)
     assert cfg.exact is False
     assert "paper 000" in cfg.paper
     assert get_model_cfg("densenet-40").exact is True
     with pytest.raises(TypeError):
         cfg.num_params["stl10"] = 1  # type: ignore[index]
-    # The defaults of create_model are the registry's.
-    model = create_model("vgg-20")
-    assert model.classifier[0].in_features == 512 * 3 * 3
+    # The defaults of create_model are the registry's: 10 classes, 3x32x32 for every model.
+    for name in list_models():
+        c = get_model_cfg(name)
+        assert (c.num_classes, c.in_channels, c.input_size) == (10, 3, 32), name
+    assert create_model("vgg-20").classifier[0].in_features == 512
+    assert create_model("mlp").features[0].in_features == 3 * 32 * 32
 
 
 def test_normalize_layer_is_prepended() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -109,6 +110,12 @@ def test_forward_traces_as_one_graph_for_torch_compile(name: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None,
+    reason="torch.compile's inductor backend needs a C compiler on CPU",
+)
+# torch's own inductor code path triggers its deprecation of torch.jit.script_method.
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")
 @pytest.mark.parametrize("name", ["mlp", "resnet-20"])
 def test_inductor_compiled_forward_matches_eager(name: str) -> None:
     model = create_model(name, in_channels=1, input_size=8).eval()

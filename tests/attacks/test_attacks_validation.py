@@ -1,0 +1,280 @@
+"""Bad input raises errors that name the argument; configuration, repr, replace, with_model."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from advrobust.attacks import (
+    BIM,
+    CWL2,
+    FGSM,
+    PGD,
+    Attack,
+    AttackResult,
+    IterativeGradientAttack,
+    IterLL,
+    L2Ball,
+    LinfBall,
+    StepLL,
+    StepRnd,
+)
+
+ALL = [
+    lambda m: FGSM(m),
+    lambda m: StepLL(m),
+    lambda m: StepRnd(m),
+    lambda m: BIM(m, steps=2),
+    lambda m: IterLL(m, steps=2),
+    lambda m: PGD(m, steps=2),
+    lambda m: CWL2(m, steps=2, binary_search_steps=1),
+]
+IDS = ["FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2"]
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(6, 3))
+
+
+X = torch.rand(4, 6)
+Y = torch.tensor([0, 1, 2, 0])
+
+
+class BadOutput(nn.Module):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.lin = nn.Linear(6, 3)
+        self.kind = kind
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.lin(x.flatten(1))
+        if self.kind == "3d":
+            return z[:, :, None]
+        if self.kind == "1d":
+            return z.sum(1)
+        return z[:1]  # wrong batch size
+
+
+@pytest.mark.parametrize("make", ALL, ids=IDS)
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "pattern"),
+    [
+        ({"x": torch.full((4, 6), float("nan"))}, ValueError, r"x contains NaN"),
+        ({"x": torch.full((4, 6), float("inf"))}, ValueError, r"x contains NaN or Inf"),
+        (
+            {"x": torch.full((4, 6), 1.5)},
+            ValueError,
+            r"x must lie inside bounds \(0.0, 1.0\).*1\.5",
+        ),
+        (
+            {"x": torch.ones(4, 6, dtype=torch.uint8)},
+            TypeError,
+            r"x must be a floating-point.*uint8",
+        ),
+        ({"x": [[0.5] * 6] * 4}, TypeError, r"x must be a torch.Tensor, got list"),
+        ({"x": torch.rand(6)}, ValueError, r"x must have a batch dimension"),
+        ({"y": torch.tensor([0, 1, 2])}, ValueError, r"y must have shape \(4,\), got \(3,\)"),
+        (
+            {"y": torch.tensor([[0, 1, 2, 0]])},
+            ValueError,
+            r"y must have shape \(4,\), got \(1, 4\)",
+        ),
+        (
+            {"y": torch.tensor([0.0, 1.0, 2.0, 0.0])},
+            TypeError,
+            r"y must be an integer tensor.*float32",
+        ),
+        (
+            {"y": torch.tensor([0, 1, 3, 0])},
+            ValueError,
+            r"y must hold class indices in \[0, 3\).*\[0, 3\]",
+        ),
+        ({"y": torch.tensor([0, -1, 2, 0])}, ValueError, r"y must hold class indices in \[0, 3\)"),
+        (
+            {"target": torch.tensor([0, 1, 5, 0])},
+            ValueError,
+            r"target must hold class indices in \[0, 3\)",
+        ),
+        (
+            {"target": torch.tensor([0, 1])},
+            ValueError,
+            r"target must have shape \(4,\), got \(2,\)",
+        ),
+        ({"eps": -0.1}, ValueError, r"eps must be >= 0, got -0.1"),
+        ({"eps": torch.tensor([0.1, -0.1, 0.1, 0.1])}, ValueError, r"eps must be finite and >= 0"),
+        (
+            {"eps": torch.tensor([0.1, 0.1])},
+            ValueError,
+            r"eps must be a float or a tensor of shape \(4,\), got shape \(2,\)",
+        ),
+        ({"eps": "0.1"}, TypeError, r"eps must be a real number, got str"),
+        ({"generator": 0}, TypeError, r"generator must be a torch.Generator or None, got int"),
+    ],
+)
+def test_attacks_bad_call_arguments(
+    make: object, kwargs: dict[str, object], exc: type, pattern: str
+) -> None:
+    atk = make(model())  # type: ignore[operator]
+    call = {"x": X, "y": Y, **kwargs}
+    x = call.pop("x")
+    with pytest.raises(exc, match=pattern):
+        atk.run(x, **call)
+    with pytest.raises(exc, match=pattern):
+        atk(x, **call)
+
+
+@pytest.mark.parametrize("make", ALL, ids=IDS)
+@pytest.mark.parametrize("kind", ["3d", "1d", "batch"])
+def test_attacks_model_output_not_b_by_k(make: object, kind: str) -> None:
+    m = BadOutput(kind)
+    atk = make(m)  # type: ignore[operator]
+    with pytest.raises(ValueError, match=r"model output must have shape \(B, K\)"):
+        atk.run(X, Y)
+    with pytest.raises(ValueError, match=r"model output must have shape \(B, K\)"):
+        atk.run(X)
+
+
+@pytest.mark.parametrize("make", ALL, ids=IDS)
+def test_attacks_model_and_input_on_different_devices(make: object) -> None:
+    m = nn.Sequential(nn.Flatten(), nn.Linear(6, 3, device="meta"))
+    atk = make(m)  # type: ignore[operator]
+    with pytest.raises(ValueError, match=r"x is on cpu but the model's parameters are on meta"):
+        atk.run(X, Y)
+
+
+@pytest.mark.parametrize(
+    ("build", "exc", "pattern"),
+    [
+        (lambda m: FGSM(m, eps=-1.0), ValueError, r"eps must be >= 0, got -1.0"),
+        (lambda m: FGSM(m, norm="l1"), ValueError, r"norm must be 'linf' or 'l2', got 'l1'"),
+        (
+            lambda m: FGSM(m, bounds=(1.0, 0.0)),
+            ValueError,
+            r"bounds must satisfy lo < hi, got \(1.0, 0.0\)",
+        ),
+        (lambda m: FGSM(m, bounds=1.0), TypeError, r"bounds must be a pair \(lo, hi\), got float"),
+        (lambda m: FGSM("model"), TypeError, r"model must be a torch.nn.Module, got str"),
+        (lambda m: FGSM(m, epsilon=0.1), TypeError, r"unexpected keyword argument 'epsilon'"),
+        (lambda m: BIM(m, alpha=0.0), ValueError, r"alpha must be > 0, got 0.0"),
+        (lambda m: BIM(m, steps=0), ValueError, r"steps must be >= 1, got 0"),
+        (lambda m: BIM(m, steps=2.5), TypeError, r"steps must be an int, got float"),
+        (
+            lambda m: BIM(m, alpha=0.1, rel_alpha=0.1),
+            ValueError,
+            r"at most one of alpha and rel_alpha.*alpha=0.1",
+        ),
+        (lambda m: PGD(m, restarts=0), ValueError, r"restarts must be >= 1, got 0"),
+        (
+            lambda m: PGD(m, restarts=2, random_start=False),
+            ValueError,
+            r"restarts > 1 needs random_start=True",
+        ),
+        (lambda m: PGD(m, early_stop=1), TypeError, r"early_stop must be a bool, got int"),
+        (lambda m: PGD(m, random_start="yes"), TypeError, r"random_start must be a bool, got str"),
+        (lambda m: PGD(m, stepz=3), TypeError, r"unexpected keyword argument 'stepz'"),
+        (
+            lambda m: IterativeGradientAttack(m, target_rule="ll"),
+            ValueError,
+            r"target_rule must be one of .*got 'll'",
+        ),
+        (lambda m: CWL2(m, kappa=-1.0), ValueError, r"kappa must be >= 0, got -1.0"),
+        (lambda m: CWL2(m, lr=0.0), ValueError, r"lr must be > 0, got 0.0"),
+        (
+            lambda m: CWL2(m, binary_search_steps=0),
+            ValueError,
+            r"binary_search_steps must be >= 1, got 0",
+        ),
+        (lambda m: CWL2(m, initial_const=-1.0), ValueError, r"initial_const must be > 0, got -1.0"),
+        (lambda m: CWL2(m, abort_early="no"), TypeError, r"abort_early must be a bool, got str"),
+        (lambda m: CWL2(m, eps=0.1), TypeError, r"unexpected keyword argument 'eps'"),
+    ],
+)
+def test_attacks_bad_constructor_arguments(build: object, exc: type, pattern: str) -> None:
+    with pytest.raises(exc, match=pattern):
+        build(model())  # type: ignore[operator]
+
+
+def test_attacks_step_rnd_needs_two_classes() -> None:
+    m = nn.Sequential(nn.Flatten(), nn.Linear(6, 1))
+    with pytest.raises(ValueError, match=r"at least 2 classes, got model output of shape \(4, 1\)"):
+        StepRnd(m).run(X, torch.zeros(4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("make", ALL, ids=IDS)
+def test_attacks_config_repr_replace_with_model(make: object) -> None:
+    m = model()
+    atk: Attack = make(m)  # type: ignore[operator]
+    cfg = atk.config()
+    json.dumps(cfg)  # JSON-friendly
+    assert repr(atk).startswith(type(atk).__name__ + "(")
+    for key in cfg:
+        assert re.search(rf"\b{key}=", repr(atk))
+    rebuilt = type(atk)(m, **cfg)  # type: ignore[arg-type]
+    assert rebuilt.config() == cfg and repr(rebuilt) == repr(atk)
+    other = model()
+    moved = atk.with_model(other)
+    assert moved.model is other and moved.config() == cfg and atk.model is m
+    key = "steps" if "steps" in cfg else "eps"
+    changed = atk.replace(**{key: 3})
+    assert changed.config()[key] == 3 and atk.config()[key] == cfg[key]
+    assert changed.model is m and type(changed) is type(atk)
+    with pytest.raises(
+        TypeError, match=r"replace got unexpected keyword argument\(s\): nope; expected"
+    ):
+        atk.replace(nope=1)
+    assert atk.norm in ("linf", "l2")
+
+
+def test_attacks_specific_configs() -> None:
+    m = model()
+    assert BIM(m).config()["steps"] is None and BIM(m).config()["alpha"] is None
+    assert PGD(m).config()["alpha"] == 2 / 255 and PGD(m).config()["steps"] == 10
+    assert PGD(m, rel_alpha=0.25).config()["alpha"] is None  # rel_alpha takes precedence
+    assert PGD(m, rel_alpha=0.25).replace(rel_alpha=None).config()["alpha"] == 2 / 255
+    assert FGSM(m, norm="l2").norm == "l2" and CWL2(m).norm == "l2" and PGD(m).norm == "linf"
+    assert repr(PGD(m, eps=0.5, steps=3)).startswith("PGD(eps=0.5, alpha=0.00784314, steps=3,")
+    assert repr(LinfBall()) == "LinfBall()" and L2Ball() == L2Ball() and L2Ball() != LinfBall()
+
+
+def test_attacks_result_is_frozen_and_y_none_uses_predictions() -> None:
+    m = model()
+    res = PGD(m, steps=2).run(X, generator=torch.Generator().manual_seed(0))
+    assert isinstance(res, AttackResult)
+    with pytest.raises(AttributeError):
+        res.x_adv = X  # type: ignore[misc]
+    with torch.no_grad():
+        assert torch.equal(res.y, m(X).argmax(1))
+    assert 0.0 <= res.success_rate <= 1.0
+
+
+def test_attacks_cw_ignores_eps_and_uses_full_bounds() -> None:
+    m = model()
+    a = CWL2(m, steps=20, binary_search_steps=2).run(X, Y, eps=0.0)
+    b = CWL2(m, steps=20, binary_search_steps=2).run(X, Y)
+    assert torch.equal(a.x_adv, b.x_adv)
+
+
+def test_attacks_threat_models() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(500, 3, 4, 4, generator=g)
+    eps = torch.linspace(0.0, 0.5, 500)
+    for ball in (LinfBall(), L2Ball()):
+        start = ball.random_start(x, eps, torch.Generator().manual_seed(0))
+        d = ball.distance(start, x)
+        assert (d <= eps * (1 + 1e-5) + 1e-7).all()
+        delta = torch.randn(500, 3, 4, 4, generator=g)
+        p = ball.project(delta, eps)
+        assert (ball.distance(x + p, x) <= eps * (1 + 1e-5) + 1e-6).all()
+        assert torch.equal(ball.clip(x + p * 0.5, x, eps), x + p * 0.5) or ball.norm == "l2"
+    # L2 start is uniform in the ball's volume: P(r <= eps * t) = t ** d
+    d = 48
+    r = L2Ball().distance(L2Ball().random_start(x, torch.ones(500), g), x)
+    frac = float((r <= 0.95).float().mean())
+    assert abs(frac - 0.95**d) < 0.05
+    z = torch.zeros(1, 3)
+    assert torch.equal(L2Ball().ascent_direction(z), z)

@@ -1,0 +1,60 @@
+"""Shared fixtures of the study tests: one tiny real study, run once per session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from advrobust.study import (
+    AttackSpec,
+    DataSpec,
+    EvalSpec,
+    ModelSpec,
+    StudyConfig,
+    StudyResult,
+    TrainingSpec,
+    run_study,
+)
+
+
+def tiny_config(**changes: object) -> StudyConfig:
+    """A real digits study small enough for the default test suite (seconds on one core)."""
+    base: dict[str, object] = {
+        "name": "tiny",
+        "data": DataSpec(name="digits", sizes=(40, 80)),
+        "models": (ModelSpec("mlp", {"hidden": 32}, label="mlp"),
+                   ModelSpec("simple-cnn", {"width": 0.25}, label="cnn")),
+        "training": TrainingSpec(epochs=3, batch_size=16, lr=3e-3),
+        "evaluation": EvalSpec(
+            num_examples=24,
+            accuracy_examples=200,
+            linf_tol=0.01,
+            l2_attack=AttackSpec("CWL2", {"steps": 10, "binary_search_steps": 2, "lr": 0.1}),
+            deltas=(0.1, 0.2),
+            delta_attack=AttackSpec("BIM", {"steps": 5, "rel_alpha": 0.2}),
+            linf_attack=AttackSpec("BIM", {"steps": 5, "rel_alpha": 0.2}),
+        ),
+        "threads": 1,
+    }
+    base.update(changes)
+    return StudyConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyConfig, StudyResult]:
+    out = tmp_path_factory.mktemp("tiny") / "study"
+    config = tiny_config()
+    result = run_study(config, out, progress=False, stream=None)
+    return config, result
+
+
+@pytest.fixture
+def tiny(tiny_study: tuple[StudyConfig, StudyResult]) -> tuple[StudyConfig, StudyResult]:
+    return tiny_study
+
+
+@pytest.fixture
+def make_config() -> Callable[..., StudyConfig]:
+    """The tiny config builder, for tests that need variations."""
+    return tiny_config

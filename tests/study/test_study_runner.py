@@ -1,0 +1,179 @@
+"""run_study end to end on real (tiny) digits models: files, resume, refusal, shards + merge."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from advrobust.metrics import accuracy
+from advrobust.study import (
+    StudyConfig,
+    StudyConfigMismatchError,
+    StudyResult,
+    enumerate_cells,
+    load_cell_model,
+    merge_studies,
+    read_results,
+    run_study,
+)
+from advrobust.study._runner import _load_data
+
+
+def _values(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
+    return {
+        (r["subset_size"], r["model"], r["recipe"], r["metric"], r["delta"], r["target"]):
+        r["value"] for r in rows
+    }
+
+
+def test_study_run_writes_everything(tiny: tuple[StudyConfig, StudyResult]) -> None:
+    config, result = tiny
+    out = result.out_dir
+    assert result.complete
+    assert sorted(result.cells_run) == sorted(c.key for c in enumerate_cells(config))
+    for name in ("study.json", "config.toml", "results.csv", "results.json"):
+        assert (out / name).is_file(), name
+    assert StudyConfig.load(out / "config.toml") == config
+    assert sorted(p.name for p in result.figures) == ["tiny-clean.png", "tiny-clean.svg"]
+    for cell in enumerate_cells(config):
+        folder = out / "cells" / cell.key
+        for name in ("cell.json", "model.pt", "model.json", "per_example.npz"):
+            assert (folder / name).is_file(), (cell.key, name)
+        assert not (folder / "checkpoints").exists()
+    rows = read_results(out)
+    metrics = {r["metric"] for r in rows}
+    assert metrics >= {"accuracy", "adversarial_accuracy", "robustness_linf", "robustness_l2",
+                       "mean_distortion_linf", "mean_distortion_l2", "unbroken_linf"}
+    assert {r["subset_size"] for r in rows} == {40, 80}
+    adv = [r for r in rows if r["metric"] == "adversarial_accuracy"]
+    assert {r["delta"] for r in adv} == {0.1, 0.2}
+    assert all(r["attack"].startswith("BIM(") and r["attack_config"]["steps"] == 5 for r in adv)
+    for r in rows:
+        if r["metric"] in ("accuracy", "adversarial_accuracy"):
+            assert 0.0 <= r["value"] <= 1.0
+    # eq. 5 is never above clean accuracy on the same examples
+    acc = _values(rows)
+    for r in adv:
+        assert r["value"] <= 1.0
+    # the weights on disk reproduce the recorded clean accuracy
+    data = _load_data(config)
+    cell = enumerate_cells(config)[0]
+    model = load_cell_model(out, cell.key)
+    idx = torch.as_tensor(data.acc_idx)
+    value = accuracy(model, (data.test.data[idx], data.test.targets[idx])).value
+    assert value == pytest.approx(acc[(40, "mlp", "clean", "accuracy", None, "")])
+
+
+def test_study_rerun_skips_finished_cells(tiny: tuple[StudyConfig, StudyResult]) -> None:
+    config, result = tiny
+    again = run_study(config.replace(device="cpu"), result.out_dir, progress=False, stream=None)
+    assert again.cells_run == []
+    assert sorted(again.cells_skipped) == sorted(result.cells_run)
+    assert _values(again.rows) == _values(result.rows)
+
+
+def test_study_rerun_redoes_only_the_unfinished_cell(
+    tiny: tuple[StudyConfig, StudyResult], tmp_path: Path
+) -> None:
+    config, result = tiny
+    out = tmp_path / "copy"
+    shutil.copytree(result.out_dir, out)
+    key = enumerate_cells(config)[1].key
+    weights = out / "cells" / key / "model.pt"
+    stamp = weights.stat().st_mtime_ns
+    (out / "cells" / key / "cell.json").unlink()
+    (out / "cells" / key / "eval-adversarial-accuracy.json").unlink()
+    again = run_study(config, out, progress=False, stream=None)
+    assert again.cells_run == [key]
+    assert weights.stat().st_mtime_ns == stamp  # trained weights reused, not retrained
+    assert _values(again.rows) == _values(result.rows)
+
+
+def test_study_changed_config_is_refused(tiny: tuple[StudyConfig, StudyResult]) -> None:
+    config, result = tiny
+    changed = config.replace(seed=7)
+    with pytest.raises(StudyConfigMismatchError, match=r"seed: 0 -> 7") as info:
+        run_study(changed, result.out_dir, progress=False, stream=None)
+    assert "refusing to mix" in str(info.value)
+
+
+def test_study_refuses_foreign_non_empty_folder(
+    tmp_path: Path, make_config: Callable[..., StudyConfig]
+) -> None:
+    (tmp_path / "something.txt").write_text("x")
+    with pytest.raises(StudyConfigMismatchError, match="not empty"):
+        run_study(make_config(), tmp_path, progress=False, stream=None)
+
+
+def test_study_interrupted_cell_resumes_from_checkpoint(
+    tiny: tuple[StudyConfig, StudyResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from advrobust.training import AdversarialTrainer
+
+    config, result = tiny
+    one = config.replace(data=config.data.__class__(name="digits", sizes=(40,)),
+                         models=config.models[:1])
+    original = AdversarialTrainer.fit
+    calls: list[int] = []
+
+    def interrupted_fit(self: AdversarialTrainer, data: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        kwargs["epochs"] = 1
+        original(self, data, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    out = tmp_path / "interrupted"
+    monkeypatch.setattr(AdversarialTrainer, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(one, out, progress=False, stream=None)
+    key = enumerate_cells(one)[0].key
+    assert (out / "cells" / key / "checkpoints" / "last.pt").is_file()
+    assert not (out / "cells" / key / "cell.json").exists()
+    monkeypatch.setattr(AdversarialTrainer, "fit", original)
+    resumed = run_study(one, out, progress=False, stream=None)
+    assert resumed.cells_run == [key]
+    # bit-identical to the uninterrupted run of the same cell
+    a = torch.load(out / "cells" / key / "model.pt", weights_only=True)
+    b = torch.load(result.out_dir / "cells" / key / "model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_study_shards_merge_to_the_full_table(
+    tiny: tuple[StudyConfig, StudyResult], tmp_path: Path
+) -> None:
+    config, result = tiny
+    parts = []
+    for i in range(2):
+        part = run_study(config, tmp_path / f"shard{i}", shard=f"{i}/2", progress=False,
+                         stream=None)
+        assert not part.complete
+        parts.append(part)
+    assert sorted(parts[0].cells_run + parts[1].cells_run) == sorted(result.cells_run)
+    assert not set(parts[0].cells_run) & set(parts[1].cells_run)
+    merged = merge_studies([tmp_path / "shard0", tmp_path / "shard1"], tmp_path / "merged",
+                           stream=None)
+    assert merged.complete
+    assert _values(merged.rows) == _values(result.rows)
+    assert json.loads((tmp_path / "merged" / "results.json").read_text()) == json.loads(
+        (result.out_dir / "results.json").read_text()
+    )
+
+
+def test_study_merge_refuses_different_studies(
+    tiny: tuple[StudyConfig, StudyResult], tmp_path: Path
+) -> None:
+    config, result = tiny
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "study.json").write_text(json.dumps(
+        {"fingerprint": "x", "config": config.replace(seed=3).to_dict()}))
+    with pytest.raises(StudyConfigMismatchError, match="seed: 0 -> 3"):
+        merge_studies([result.out_dir, other], tmp_path / "m", stream=None)
