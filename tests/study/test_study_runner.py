@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from collections.abc import Callable
@@ -25,10 +26,10 @@ from advrobust.study import (
 from advrobust.study._runner import _load_data
 
 
-def _values(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
+def _values(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], float | None]:
     return {
         (r["subset_size"], r["model"], r["recipe"], r["metric"], r["delta"], r["target"]):
-        r["value"] for r in rows
+        None if math.isnan(r["value"]) else r["value"] for r in rows
     }
 
 
