@@ -84,7 +84,8 @@ def main() -> None:
         "step l.l. (m=32, k=16)": (TrainConfig.kurakin(batch_size=M, epochs=1), M // 2, 1),
         "PGD-7 (k=m=32)": (
             TrainConfig.pgd_at(
-                batch_size=M, epochs=1,
+                batch_size=M,
+                epochs=1,
                 attack={"name": "PGD", "eps": 8 / 255, "alpha": 2 / 255, "steps": 7},
             ),
             M,
@@ -135,8 +136,10 @@ def main() -> None:
         t_train = statistics.median(t_train_runs)
         rows.append((name, n / t_train, n / t_floor, t_train / t_floor))
 
-    print(f"AdversarialTrainer throughput, simple-cnn on 3x{size}x{size}, batch {M}, "
-          f"{steps} steps per run, {args.threads} thread(s), median of {repeats}")
+    print(
+        f"AdversarialTrainer throughput, simple-cnn on 3x{size}x{size}, batch {M}, "
+        f"{steps} steps per run, {args.threads} thread(s), median of {repeats}"
+    )
     print("| recipe | trainer samples/s | floor samples/s | ratio (trainer / floor time) |")
     print("|---|---:|---:|---:|")
     for name, s_train, s_floor, ratio in rows:

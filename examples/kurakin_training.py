@@ -44,8 +44,13 @@ def make_model(mean: tuple[float, ...], std: tuple[float, ...], seed: int) -> to
 
 def configs(epochs: int, seed: int, eps: float = EPS) -> dict[str, TrainConfig]:
     common: dict[str, Any] = {
-        "epochs": epochs, "batch_size": 32, "lr": 0.05, "momentum": 0.9,
-        "weight_decay": 5e-4, "scheduler": {"name": "cosine"}, "seed": seed,
+        "epochs": epochs,
+        "batch_size": 32,
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "scheduler": {"name": "cosine"},
+        "seed": seed,
     }
     return {
         "undefended": TrainConfig.clean(**common),
@@ -120,13 +125,19 @@ def main() -> None:
     print(format_table(results, args.eps))
     und, kur, pgd = (results[k] for k in results)
     print()
-    print(f"step l.l. accuracy: {100 * und['step l.l.']:.1f}% undefended -> "
-          f"{100 * kur['step l.l.']:.1f}% step-l.l.-trained "
-          f"(clean {100 * und['clean']:.1f}% -> {100 * kur['clean']:.1f}%)")
-    print(f"iter. l.l. accuracy of the step-l.l.-trained model: {100 * kur['iter. l.l.']:.1f}% "
-          f"(single-step training does not confer iterative robustness)")
-    print(f"PGD accuracy: undefended {100 * und['PGD']:.1f}%, step l.l. {100 * kur['PGD']:.1f}%, "
-          f"PGD-AT {100 * pgd['PGD']:.1f}%")
+    print(
+        f"step l.l. accuracy: {100 * und['step l.l.']:.1f}% undefended -> "
+        f"{100 * kur['step l.l.']:.1f}% step-l.l.-trained "
+        f"(clean {100 * und['clean']:.1f}% -> {100 * kur['clean']:.1f}%)"
+    )
+    print(
+        f"iter. l.l. accuracy of the step-l.l.-trained model: {100 * kur['iter. l.l.']:.1f}% "
+        f"(single-step training does not confer iterative robustness)"
+    )
+    print(
+        f"PGD accuracy: undefended {100 * und['PGD']:.1f}%, step l.l. {100 * kur['PGD']:.1f}%, "
+        f"PGD-AT {100 * pgd['PGD']:.1f}%"
+    )
 
 
 if __name__ == "__main__":

@@ -44,13 +44,19 @@ def make_model(mean: tuple[float, ...], std: tuple[float, ...], seed: int) -> to
 
 def configs(epochs: int, seed: int, eps: float = EPS) -> dict[str, TrainConfig]:
     common: dict[str, Any] = {
-        "epochs": epochs, "batch_size": 32, "lr": 0.05, "momentum": 0.9,
-        "weight_decay": 5e-4, "scheduler": {"name": "cosine"}, "seed": seed,
+        "epochs": epochs,
+        "batch_size": 32,
+        "lr": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "scheduler": {"name": "cosine"},
+        "seed": seed,
         "eps": {"name": "truncated_normal", "std": eps / 2, "max": eps},
     }
     return {
-        "FGSM-trained": TrainConfig.kurakin(**common, attack={"name": "FGSM"},
-                                            attack_labels="true"),
+        "FGSM-trained": TrainConfig.kurakin(
+            **common, attack={"name": "FGSM"}, attack_labels="true"
+        ),
         "step-l.l.-trained": TrainConfig.kurakin(**common, attack={"name": "StepLL"}),
     }
 
@@ -112,10 +118,14 @@ def main() -> None:
     print(format_table(results, args.eps))
     fg, ll = results["FGSM-trained"], results["step-l.l.-trained"]
     print()
-    print(f"FGSM-trained: FGSM accuracy {100 * fg['FGSM (true labels)']:.1f}% with true labels vs "
-          f"{100 * fg['FGSM (predicted labels)']:.1f}% with predicted labels (label leaking)")
-    print(f"leaked labels: FGSM-trained {int(fg['leaked labels'])}, step-l.l.-trained "
-          f"{int(ll['leaked labels'])}")
+    print(
+        f"FGSM-trained: FGSM accuracy {100 * fg['FGSM (true labels)']:.1f}% with true labels vs "
+        f"{100 * fg['FGSM (predicted labels)']:.1f}% with predicted labels (label leaking)"
+    )
+    print(
+        f"leaked labels: FGSM-trained {int(fg['leaked labels'])}, step-l.l.-trained "
+        f"{int(ll['leaked labels'])}"
+    )
 
 
 if __name__ == "__main__":

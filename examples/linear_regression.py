@@ -60,7 +60,9 @@ def robustness_enumerated(
     return float(deltas[int(np.argmax(crossed))])
 
 
-def robustness_closed_form(a: float, b: float, x: float, y: float, *, theta: float = THETA) -> float:
+def robustness_closed_form(
+    a: float, b: float, x: float, y: float, *, theta: float = THETA
+) -> float:
     """The exact smallest |delta|: the residual must grow from |r| to theta |y| at slope |a|."""
     residual = abs(a * x + b - y)
     return (theta * abs(y) - residual) / abs(a)
@@ -71,8 +73,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--quick", action="store_true", help="accepted for CI (no effect)")
     parser.parse_args(argv)
     out: dict[str, dict[str, float]] = {}
-    print(f"{'model':6s} {'a':>8s} {'b':>8s} {'test MSE':>9s} {'robustness':>11s} "
-          f"{'(closed form)':>13s}")
+    print(
+        f"{'model':6s} {'a':>8s} {'b':>8s} {'test MSE':>9s} {'robustness':>11s} "
+        f"{'(closed form)':>13s}"
+    )
     for name, train in (("M_1", S1), ("M_2", S2)):
         a, b = fit_line(train)
         mse = test_mse(a, b, T)

@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short run (< 60 s on a CPU)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument(
-        "--out", type=Path, default=Path(tempfile.gettempdir()) / "advrobust_train_ddp",
+        "--out",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "advrobust_train_ddp",
         help="checkpoint directory",
     )
     parser.add_argument(
@@ -67,11 +69,16 @@ def main() -> None:
         epochs = args.epochs or (2 if args.quick else 15)
         torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts)
         model = create_model(
-            "simple-cnn", in_channels=1, input_size=8, num_classes=10,
+            "simple-cnn",
+            in_channels=1,
+            input_size=8,
+            num_classes=10,
             normalize=(train.mean, train.std),
         ).to(device)
         cfg = TrainConfig.kurakin(
-            epochs=epochs, batch_size=32 // world if world <= 32 else 1, lr=0.05,
+            epochs=epochs,
+            batch_size=32 // world if world <= 32 else 1,
+            lr=0.05,
             scheduler={"name": "cosine"},
             eps={"name": "truncated_normal", "std": 0.1, "max": 0.2},
         )
@@ -91,13 +98,17 @@ def main() -> None:
             progress=rank == 0 and not args.quick,
         )
         if rank == 0:
-            print(f"world size {world}, backend {dist.get_backend() if world > 1 else 'none'}, "
-                  f"device {device}, global batch {cfg.batch_size * world}")
+            print(
+                f"world size {world}, backend {dist.get_backend() if world > 1 else 'none'}, "
+                f"device {device}, global batch {cfg.batch_size * world}"
+            )
             print("| epoch | loss | train clean | train adv | val clean | val PGD |")
             print("|------:|-----:|------------:|----------:|----------:|--------:|")
             for e in history:
-                print(f"| {e.epoch} | {e.loss:.3f} | {e.train_clean_acc:.3f} | "
-                      f"{e.train_adv_acc:.3f} | {e.val_clean_acc:.3f} | {e.val_adv_acc:.3f} |")
+                print(
+                    f"| {e.epoch} | {e.loss:.3f} | {e.train_clean_acc:.3f} | "
+                    f"{e.train_adv_acc:.3f} | {e.val_clean_acc:.3f} | {e.val_adv_acc:.3f} |"
+                )
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

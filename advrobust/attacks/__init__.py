@@ -1,10 +1,12 @@
 """Adversarial attacks: one gradient engine with six presets, and Carlini-Wagner L2.
 
-Every attack is bound to a model at construction and called on a batch::
+Every attack is bound to a model at construction and called on a batch:
 
-    atk = PGD(model, eps=8 / 255)
-    x_adv = atk(x, y)          # tensor, same shape/dtype/device as x
-    res = atk.run(x, y)        # AttackResult: x_adv, success, adv_pred, l2, linf, y, target
+```python
+atk = PGD(model, eps=8 / 255)
+x_adv = atk(x, y)          # tensor, same shape/dtype/device as x
+res = atk.run(x, y)        # AttackResult: x_adv, success, adv_pred, l2, linf, y, target
+```
 """
 
 from ._base import Attack as Attack

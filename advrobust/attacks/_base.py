@@ -1,10 +1,10 @@
 """The attack template: validation, label resolution, mode guard, final clip and the result.
 
-Every attack in advrobust subclasses :class:`Attack` and implements only the protected
-``_perturb`` hook. The public ``__call__`` and ``run`` are final: they validate the inputs,
-resolve labels and targets, broadcast eps to one value per example, enter
-:func:`~advrobust._validate.model_state_guard`, call ``_perturb``, then clip the result to the
-eps-ball and the bounds, compute success and norms and build an :class:`AttackResult`.
+Every attack in advrobust subclasses ``Attack`` and implements only the protected ``_perturb``
+hook. The public ``__call__`` and ``run`` are final: they validate the inputs, resolve labels and
+targets, broadcast eps to one value per example, enter ``model_state_guard``, call
+``_perturb``, then clip the result to the eps-ball and the bounds, compute success and norms
+and build an ``AttackResult``.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ class Attack(abc.ABC):
         target: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> AttackResult:
-        """Attack a batch and return the full :class:`AttackResult`.
+        """Attack a batch and return the full [`AttackResult`][advrobust.attacks.AttackResult].
 
         Args:
             x: Inputs ``(B, ...)``, floating point, inside ``bounds``.
@@ -247,7 +247,7 @@ class Attack(abc.ABC):
             generator: Source of all randomness (random start, random targets).
 
         Returns:
-            The :class:`AttackResult`.
+            The [`AttackResult`][advrobust.attacks.AttackResult].
 
         Raises:
             TypeError: For a non-tensor or integer ``x``, labels or targets of the wrong dtype,
@@ -276,7 +276,7 @@ class Attack(abc.ABC):
         generator = _check_generator(generator)
         b = x.shape[0]
         eps_value: float | Tensor | None = self._default_eps if eps is None else eps
-        eps_t = check_eps(0.0 if eps_value is None else eps_value, b, x.device, x.dtype)
+        eps_t = check_eps(0.0 if eps_value is None else eps_value, b, x.device, x.dtype).detach()
         if y is not None:
             y = check_labels(y, b, "y")
         if target is not None:

@@ -31,12 +31,14 @@ _UPPER_INIT: Final = 1e10
 class CWL2(Attack):
     """Carlini-Wagner L2 attack: the smallest L2 perturbation found by optimisation.
 
-    Objective (Carlini & Wagner 2017 sec. V-A; paper 000 eqs. 2-3), for each example::
+    Objective (Carlini & Wagner 2017 sec. V-A; paper 000 eqs. 2-3), for each example:
 
-        minimise_w  ||x(w) - x0||_2^2 + c * f(x(w))
-        x(w) = lo + (hi - lo) * (tanh(w) + 1) / 2            (change of variables)
-        f = max(Z_y - max_{i != y} Z_i, -kappa)              (untargeted)
-        f = max(max_{i != t} Z_i - Z_t, -kappa)              (targeted, towards t)
+    ```text
+    minimise_w  ||x(w) - x0||_2^2 + c * f(x(w))
+    x(w) = lo + (hi - lo) * (tanh(w) + 1) / 2            (change of variables)
+    f = max(Z_y - max_{i != y} Z_i, -kappa)              (untargeted)
+    f = max(max_{i != t} Z_i - Z_t, -kappa)              (targeted, towards t)
+    ```
 
     with ``Z`` the logits. ``w`` starts at ``atanh((2 (x0 - lo)/(hi - lo) - 1) * (1 - 1e-6))``:
     the squashing factor keeps pixels at exactly ``lo`` or ``hi`` finite so they can move.
@@ -59,8 +61,7 @@ class CWL2(Attack):
         abort_early: Stop a round when the total loss stalls.
         bounds: Input box ``(lo, hi)``.
 
-    Returns:
-        ``x_adv`` when called; an :class:`~advrobust.attacks.AttackResult` from ``run``.
+    Result: ``x_adv`` when called; an [`AttackResult`][advrobust.attacks.AttackResult] from ``run``.
 
     Raises:
         TypeError: For arguments of the wrong type.

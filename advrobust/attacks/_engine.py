@@ -53,8 +53,10 @@ class IterativeGradientAttack(Attack):
     model's steepest-ascent direction of the cross-entropy ``J``, then clips back into the
     ball and the bounds (Kurakin et al. 2016 sec. 2.2; Madry et al. eq. 7):
 
-        X_{N+1} = Clip_{X,eps}( X_N + alpha * dir(grad_X J(X_N, y)) )   (untargeted)
-        X_{N+1} = Clip_{X,eps}( X_N - alpha * dir(grad_X J(X_N, t)) )   (towards class t)
+    ```text
+    X_{N+1} = Clip_{X,eps}( X_N + alpha * dir(grad_X J(X_N, y)) )   (untargeted)
+    X_{N+1} = Clip_{X,eps}( X_N - alpha * dir(grad_X J(X_N, t)) )   (towards class t)
+    ```
 
     with ``dir(g) = sign(g)`` (Linf) or ``g / ||g||_2`` (L2). ``t`` is the caller's
     ``target=`` or, for the least-likely and random presets, a class fixed from the clean input.
@@ -324,10 +326,12 @@ class _Preset(IterativeGradientAttack):
 class FGSM(_Preset):
     """Fast gradient sign method: one step of size eps (Goodfellow et al. 2015).
 
-    Update rule (Kurakin et al. 2016 sec. 2.2 and appendix A)::
+    Update rule (Kurakin et al. 2016 sec. 2.2 and appendix A):
 
-        X_adv = Clip( X + eps * sign(grad_X J(X, y)) )          norm="linf"
-        X_adv = Clip( X + eps * g / ||g||_2 ), g = grad_X J     norm="l2" (fast gradient L2)
+    ```text
+    X_adv = Clip( X + eps * sign(grad_X J(X, y)) )          norm="linf"
+    X_adv = Clip( X + eps * g / ||g||_2 ), g = grad_X J     norm="l2" (fast gradient L2)
+    ```
 
     With ``y=None`` the labels are the model's predictions on ``X`` ("FGSM with predicted
     class"), which avoids label leaking.
@@ -338,9 +342,8 @@ class FGSM(_Preset):
         norm: ``"linf"`` (sign step) or ``"l2"`` (normalised gradient step).
         bounds: Input box ``(lo, hi)``.
 
-    Returns:
-        Calling the attack returns ``x_adv`` (same shape, dtype, device as ``x``); ``run``
-        returns an :class:`~advrobust.attacks.AttackResult`.
+    Result: Calling the attack returns ``x_adv`` (same shape, dtype, device as ``x``); ``run``
+    returns an [`AttackResult`][advrobust.attacks.AttackResult].
 
     Raises:
         TypeError: For arguments of the wrong type.
@@ -375,9 +378,11 @@ class FGSM(_Preset):
 class StepLL(_Preset):
     """Single-step least-likely class method (Kurakin et al. 2016 sec. 2.2, "step l.l.").
 
-    Update rule::
+    Update rule:
 
-        X_adv = Clip( X - eps * sign(grad_X J(X, y_LL)) ),   y_LL = argmin_k logits(X)_k
+    ```text
+    X_adv = Clip( X - eps * sign(grad_X J(X, y_LL)) ),   y_LL = argmin_k logits(X)_k
+    ```
 
     ``y_LL`` is fixed from the clean input. The attack is untargeted in purpose: success means
     ``adv_pred != y`` (a call-time ``target=`` makes it a targeted step towards ``target``).
@@ -387,8 +392,7 @@ class StepLL(_Preset):
         eps: Radius in input units.
         bounds: Input box ``(lo, hi)``.
 
-    Returns:
-        ``x_adv`` when called; an :class:`~advrobust.attacks.AttackResult` from ``run``.
+    Result: ``x_adv`` when called; an [`AttackResult`][advrobust.attacks.AttackResult] from ``run``.
 
     Raises:
         TypeError: For arguments of the wrong type.
@@ -422,9 +426,11 @@ class StepLL(_Preset):
 class StepRnd(_Preset):
     """Single-step random-class method (Kurakin et al. 2016 sec. 2.2, "step rnd.").
 
-    Update rule::
+    Update rule:
 
-        X_adv = Clip( X - eps * sign(grad_X J(X, y_rnd)) )
+    ```text
+    X_adv = Clip( X - eps * sign(grad_X J(X, y_rnd)) )
+    ```
 
     ``y_rnd`` is drawn uniformly among the classes other than ``y`` with the call's
     ``generator``. Success means ``adv_pred != y`` (or ``== target`` with ``target=``).
@@ -434,8 +440,7 @@ class StepRnd(_Preset):
         eps: Radius in input units.
         bounds: Input box ``(lo, hi)``.
 
-    Returns:
-        ``x_adv`` when called; an :class:`~advrobust.attacks.AttackResult` from ``run``.
+    Result: ``x_adv`` when called; an [`AttackResult`][advrobust.attacks.AttackResult] from ``run``.
 
     Raises:
         TypeError: For arguments of the wrong type.
@@ -468,9 +473,11 @@ class StepRnd(_Preset):
 class BIM(_Preset):
     """Basic iterative method, I-FGSM (Kurakin et al. 2016 sec. 2.2, "iter. basic").
 
-    Update rule::
+    Update rule:
 
-        X_0 = X;  X_{N+1} = Clip_{X,eps}( X_N + alpha * sign(grad_X J(X_N, y)) )
+    ```text
+    X_0 = X;  X_{N+1} = Clip_{X,eps}( X_N + alpha * sign(grad_X J(X_N, y)) )
+    ```
 
     (``g / ||g||_2`` instead of ``sign`` for ``norm="l2"``). Defaults are Kurakin's:
     ``alpha = 1/255`` and ``round(min(eps*255 + 4, 1.25*eps*255))`` iterations (with
@@ -487,8 +494,7 @@ class BIM(_Preset):
         early_stop: Stop updating examples once they are misclassified.
         bounds: Input box ``(lo, hi)``.
 
-    Returns:
-        ``x_adv`` when called; an :class:`~advrobust.attacks.AttackResult` from ``run``.
+    Result: ``x_adv`` when called; an [`AttackResult`][advrobust.attacks.AttackResult] from ``run``.
 
     Raises:
         TypeError: For arguments of the wrong type.
@@ -544,9 +550,11 @@ class BIM(_Preset):
 class IterLL(_Preset):
     """Iterative least-likely class method (Kurakin et al. 2016 sec. 2.2, "iter. l.l.").
 
-    Update rule::
+    Update rule:
 
-        X_0 = X;  X_{N+1} = Clip_{X,eps}( X_N - alpha * sign(grad_X J(X_N, y_LL)) )
+    ```text
+    X_0 = X;  X_{N+1} = Clip_{X,eps}( X_N - alpha * sign(grad_X J(X_N, y_LL)) )
+    ```
 
     with ``y_LL = argmin_k logits(X)_k`` fixed from the clean input, and BIM's defaults for
     ``alpha`` and the number of iterations. Success means ``adv_pred != y``.
@@ -560,8 +568,7 @@ class IterLL(_Preset):
         early_stop: Stop updating examples once they are misclassified.
         bounds: Input box ``(lo, hi)``.
 
-    Returns:
-        ``x_adv`` when called; an :class:`~advrobust.attacks.AttackResult` from ``run``.
+    Result: ``x_adv`` when called; an [`AttackResult`][advrobust.attacks.AttackResult] from ``run``.
 
     Raises:
         TypeError: For arguments of the wrong type.
@@ -613,9 +620,11 @@ class IterLL(_Preset):
 class PGD(_Preset):
     """Projected gradient descent with a uniform random start (Madry et al. 2018).
 
-    Update rule (003 eq. 7)::
+    Update rule (003 eq. 7):
 
-        X_0 ~ U(ball(X, eps));  X_{N+1} = Proj_{ball(X,eps) ∩ bounds}( X_N + alpha * dir(g_N) )
+    ```text
+    X_0 ~ U(ball(X, eps));  X_{N+1} = Proj_{ball(X,eps) ∩ bounds}( X_N + alpha * dir(g_N) )
+    ```
 
     ``dir(g) = sign(g)`` for ``norm="linf"``, ``g / ||g||_2`` for ``"l2"``; the L2 random
     start is uniform in the ball's volume. With ``restarts > 1`` only the examples not yet
@@ -635,8 +644,7 @@ class PGD(_Preset):
         early_stop: Stop updating examples once the attack succeeds on them.
         bounds: Input box ``(lo, hi)``.
 
-    Returns:
-        ``x_adv`` when called; an :class:`~advrobust.attacks.AttackResult` from ``run``.
+    Result: ``x_adv`` when called; an [`AttackResult`][advrobust.attacks.AttackResult] from ``run``.
 
     Raises:
         TypeError: For arguments of the wrong type.

@@ -8,7 +8,7 @@ example (a tensor of shape ``(B,)``):
   (``sign(g)`` for Linf, ``g / ||g||_2`` for L2);
 - ``project(delta, eps)``: the closest perturbation inside the ball;
 - ``clip(x_adv, x, eps)``: ``x_adv`` moved into the ball around ``x`` (used every step and by
-  the final clip of :class:`~advrobust.attacks.Attack`).
+  the final clip of [`Attack`][advrobust.attacks.Attack]).
 
 Bounds are not the threat model's business: the engine clips to ``bounds`` after ``clip``.
 """

@@ -40,6 +40,7 @@ from ._results import turning_points as turning_points
 from ._results import write_results as write_results
 from ._runner import StudyConfigMismatchError as StudyConfigMismatchError
 from ._runner import StudyResult as StudyResult
+from ._runner import evaluation_sample as evaluation_sample
 from ._runner import finalize_study as finalize_study
 from ._runner import load_cell_model as load_cell_model
 from ._runner import merge_studies as merge_studies
@@ -64,6 +65,7 @@ __all__ = [
     "TrainingSpec",
     "build_rows",
     "enumerate_cells",
+    "evaluation_sample",
     "finalize_study",
     "format_summary",
     "list_presets",

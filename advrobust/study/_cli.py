@@ -46,20 +46,27 @@ def build_parser() -> argparse.ArgumentParser:
     study_cmds = study.add_subparsers(dest="study_command", metavar="SUBCOMMAND", required=True)
 
     run = study_cmds.add_parser(
-        "run", help="run a study from a TOML/JSON config or a shipped preset",
+        "run",
+        help="run a study from a TOML/JSON config or a shipped preset",
         description="Train and evaluate every cell of a study grid. Rerunning the same command "
         "resumes: finished cells are skipped and an interrupted cell continues from its "
         "checkpoint.",
     )
     run.add_argument("config", nargs="?", help="study config file (.toml or .json)")
-    run.add_argument("--preset", help="a shipped preset instead of a config file "
-                     "(see `advrobust study presets`)")
+    run.add_argument(
+        "--preset", help="a shipped preset instead of a config file (see `advrobust study presets`)"
+    )
     run.add_argument("--out", help="output folder (default: ./study-<name>)")
-    run.add_argument("--shard", help="run only shard i of n (0-based), e.g. 0/4; "
-                     "SLURM: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    run.add_argument(
+        "--shard",
+        help="run only shard i of n (0-based), e.g. 0/4; "
+        "SLURM: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT",
+    )
     run.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (overrides the config)")
     run.add_argument("--root", help="dataset folder (overrides data.root)")
-    run.add_argument("--threads", type=int, help="torch CPU threads (overrides the config's threads)")
+    run.add_argument(
+        "--threads", type=int, help="torch CPU threads (overrides the config's threads)"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     merge = study_cmds.add_parser("merge", help="join shard folders of one study")
@@ -75,20 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
     presets.add_argument("--show", metavar="NAME", help="print a preset's TOML")
 
     models = commands.add_parser(
-        "models", help="list registered models with parameter counts",
+        "models",
+        help="list registered models with parameter counts",
         description="List the registered models and their trainable parameter counts for a "
         "dataset's input contract (classes, channels, size).",
     )
-    models.add_argument("--dataset", default=None,
-                        help="input contract of a dataset: digits, mnist, cifar10 (default), "
-                        "stl10, tiny-imagenet")
+    models.add_argument(
+        "--dataset",
+        default=None,
+        help="input contract of a dataset: digits, mnist, cifar10 (default), stl10, tiny-imagenet",
+    )
     models.add_argument("--num-classes", type=int, help="override the number of classes")
     models.add_argument("--in-channels", type=int, help="override the input channels")
     models.add_argument("--input-size", type=int, help="override the input height/width")
     models.add_argument("--filter", help="fnmatch pattern on names, e.g. 'resnet-*'")
 
     ev = commands.add_parser(
-        "evaluate", help="attack a saved model and print its metrics",
+        "evaluate",
+        help="attack a saved model and print its metrics",
         description="Load weights (a state_dict, e.g. cells/<key>/model.pt of a study) into a "
         "registered model and print clean accuracy plus, per attack, the adversarial accuracy "
         "at each --eps, or without --eps the mean minimal distortion (I-FGSM bisection for "
@@ -99,15 +110,29 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset", required=True, help="dataset name (digits needs no files)")
     ev.add_argument("--root", help="dataset folder")
     ev.add_argument("--split", default="test", help="split to evaluate on (default: test)")
-    ev.add_argument("--attack", action="append", default=None, metavar="NAME",
-                    help=f"attack class ({', '.join(ATTACK_NAMES)}); repeatable "
-                    "(default: BIM and CWL2)")
-    ev.add_argument("--eps", type=float, action="append", default=None,
-                    help="eps for adversarial accuracy; repeatable")
-    ev.add_argument("--model-kwargs", default=None, help="create_model kwargs as JSON "
-                    "(default: from the model.json next to the weights, if any)")
-    ev.add_argument("--no-normalize", action="store_true",
-                    help="the model has no Normalize first layer")
+    ev.add_argument(
+        "--attack",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help=f"attack class ({', '.join(ATTACK_NAMES)}); repeatable (default: BIM and CWL2)",
+    )
+    ev.add_argument(
+        "--eps",
+        type=float,
+        action="append",
+        default=None,
+        help="eps for adversarial accuracy; repeatable",
+    )
+    ev.add_argument(
+        "--model-kwargs",
+        default=None,
+        help="create_model kwargs as JSON "
+        "(default: from the model.json next to the weights, if any)",
+    )
+    ev.add_argument(
+        "--no-normalize", action="store_true", help="the model has no Normalize first layer"
+    )
     ev.add_argument("--num-examples", type=int, default=500, help="examples to attack")
     ev.add_argument("--batch-size", type=int, default=256)
     ev.add_argument("--device", default="auto")
@@ -132,13 +157,19 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(f"study-{config.name}")
     start = time.perf_counter()
     result = run_study(
-        config, out, shard=args.shard, progress=not args.no_progress, device=args.device,
+        config,
+        out,
+        shard=args.shard,
+        progress=not args.no_progress,
+        device=args.device,
         stream=sys.stdout,
     )
     elapsed = time.perf_counter() - start
-    print(f"ran {len(result.cells_run)} cell(s), skipped {len(result.cells_skipped)} finished "
-          f"cell(s) in {elapsed:.1f} s" + ("" if result.complete else
-                                          "; the grid is not complete in this folder yet"))
+    print(
+        f"ran {len(result.cells_run)} cell(s), skipped {len(result.cells_skipped)} finished "
+        f"cell(s) in {elapsed:.1f} s"
+        + ("" if result.complete else "; the grid is not complete in this folder yet")
+    )
     return 0
 
 
@@ -227,8 +258,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--weights {weights} does not exist")
     data = load_dataset(args.dataset, root=args.root, split=args.split)
     device = resolve_device(args.device)
-    sidecar = weights.with_name("model.json") if weights.name == "model.pt" else \
-        weights.with_suffix(".json")
+    sidecar = (
+        weights.with_name("model.json")
+        if weights.name == "model.pt"
+        else weights.with_suffix(".json")
+    )
     spec: dict[str, Any] = {}
     if sidecar.is_file():
         spec = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -239,7 +273,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"--model-kwargs is not valid JSON: {error}") from None
     shape = tuple(data.data.shape)
     spec.update(
-        name=args.model, num_classes=len(data.classes), in_channels=int(shape[1]),
+        name=args.model,
+        num_classes=len(data.classes),
+        in_channels=int(shape[1]),
         input_size=int(shape[-1]),
     )
     spec.setdefault("kwargs", {})
@@ -261,8 +297,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     idx = torch.as_tensor(np.sort(rng.permutation(n)[: min(args.num_examples, n)]))
     x, y = data.data[idx].to(device), data.targets[idx].to(device)
-    full = M.accuracy(model, (data.data.to(device), data.targets.to(device)),
-                      batch_size=args.batch_size)
+    full = M.accuracy(
+        model, (data.data.to(device), data.targets.to(device)), batch_size=args.batch_size
+    )
     print(f"model {args.model} ({weights}) on {args.dataset}/{args.split}")
     print(f"{'metric':40s} {'value':>10s}  n")
     print(f"{'accuracy':40s} {full.value:10.4f}  {full.num_examples}")
@@ -271,18 +308,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         attack = getattr(A, lookup[name.lower()])(model)
         if args.eps and lookup[name.lower()] != "CWL2":
             for eps in args.eps:
-                res = M.adversarial_accuracy(model, (x, y), attack, delta=eps, norm=attack.norm,
-                                             batch_size=args.batch_size, generator=gen)
+                res = M.adversarial_accuracy(
+                    model,
+                    (x, y),
+                    attack,
+                    delta=eps,
+                    norm=attack.norm,
+                    batch_size=args.batch_size,
+                    generator=gen,
+                )
                 label = f"adversarial accuracy {attack.norm} eps={eps:g} [{type(attack).__name__}]"
                 print(f"{label:40s} {res.value:10.4f}  {len(y)}")
         else:
-            res = M.minimal_distortion(model, (x, y), attack, batch_size=args.batch_size,
-                                       generator=gen)
-            mean = res.mean
-            label = f"mean minimal {res.norm} distortion [{type(attack).__name__}]"
+            dres = M.minimal_distortion(
+                model, (x, y), attack, batch_size=args.batch_size, generator=gen
+            )
+            mean = dres.mean
+            label = f"mean minimal {dres.norm} distortion [{type(attack).__name__}]"
             shown = "nan" if math.isnan(mean) else f"{mean:.4f}"
-            print(f"{label:40s} {shown:>10s}  {int(res.found.sum())} broken, "
-                  f"{res.num_unbroken} unbroken")
+            print(
+                f"{label:40s} {shown:>10s}  {int(dres.found.sum())} broken, "
+                f"{dres.num_unbroken} unbroken"
+            )
     return 0
 
 

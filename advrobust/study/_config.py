@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,9 +83,7 @@ def _int(value: object, name: str, minimum: int | None = None) -> int:
     return value
 
 
-def _float(
-    value: object, name: str, *, positive: bool = False, nonnegative: bool = False
-) -> float:
+def _float(value: object, name: str, *, positive: bool = False, nonnegative: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(name, f"must be a number, got {_desc(value)}")
     out = float(value)
@@ -256,11 +256,11 @@ class DataSpec:
         _str(self.name, "name")
         if self.root is not None:
             _str(self.root, "root")
-        sizes = self.sizes
+        sizes: object = self.sizes
         if isinstance(sizes, str) or not isinstance(sizes, Sequence) or len(sizes) == 0:
             raise ConfigError("sizes", f"must be a non-empty list of integers, got {_desc(sizes)}")
         sizes = tuple(_int(s, f"sizes[{i}]", minimum=1) for i, s in enumerate(sizes))
-        if any(b <= a for a, b in zip(sizes, sizes[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(sizes)):
             raise ConfigError(
                 "sizes", f"must be strictly increasing (nested subsets), got {list(sizes)}"
             )
@@ -655,10 +655,10 @@ class StudyConfig:
     @classmethod
     def from_toml(cls, text: str) -> StudyConfig:
         """Parse TOML text."""
-        try:
+        if sys.version_info >= (3, 11):
             import tomllib
-        except ImportError:  # pragma: no cover - Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
+        else:  # pragma: no cover - Python 3.10 (tomli is tomllib's backport)
+            import tomli as tomllib
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
@@ -694,7 +694,7 @@ class StudyConfig:
         return dataclasses.replace(self, **changes)
 
     def identity(self) -> dict[str, Any]:
-        """The part of the config that defines the results (all but device, threads, description)."""
+        """The part of the config that defines the results (not device, threads, description)."""
         out = self.to_dict()
         out.pop("device")
         out.pop("threads")

@@ -80,8 +80,11 @@ def enumerate_cells(config: StudyConfig) -> list[Cell]:
 
 
 def shard_cells(cells: list[Cell], shard: Shard | None) -> list[Cell]:
-    """The cells of one shard: round robin over the grid order, so every shard gets a mix of
-    small and large subsets. The shards of one ``count`` partition the grid."""
+    """The cells of one shard: round robin over the grid order.
+
+    Every shard gets a mix of small and large subsets; the shards of one ``count`` partition
+    the grid.
+    """
     if shard is None:
         return list(cells)
     return [c for c in cells if shard.owns(c.index)]

@@ -1,8 +1,8 @@
 """Figures in the layout of paper 000 (figures 1-4): metrics against training-set size.
 
 One figure per training recipe; one panel per metric (accuracy, CW-L2 robustness, I-FGSM Linf
-robustness, adversarial accuracy); one line per model. Written as PNG and SVG with matplotlib's object
-interface (an Agg canvas, no pyplot state and no display needed).
+robustness, adversarial accuracy); one line per model. Written as PNG and SVG with
+matplotlib's object interface (an Agg canvas, no pyplot state and no display needed).
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def plot_results(
         fig = Figure(figsize=(4.2 * len(panels), 3.6))
         axes = fig.subplots(1, len(panels), squeeze=False)
         for ax, (metric, label) in zip(axes[0], panels, strict=True):
-            deltas = sorted({r["delta"] for r in sub if r["metric"] == metric and r["delta"] is not None})
+            deltas = sorted(
+                {r["delta"] for r in sub if r["metric"] == metric and r["delta"] is not None}
+            )
             for mi, model in enumerate(models):
                 for di, delta in enumerate(deltas or [None]):
                     points = sorted(
@@ -80,13 +82,25 @@ def plot_results(
                     xs, ys = zip(*points, strict=True)
                     name = model if delta is None else f"{model}, Δ={delta:g}"
                     ax.plot(
-                        xs, ys, marker="o", markersize=4, color=colors(mi % 10),
-                        linestyle=_LINESTYLES[di % len(_LINESTYLES)], label=name,
+                        xs,
+                        ys,
+                        marker="o",
+                        markersize=4,
+                        color=colors(mi % 10),
+                        linestyle=_LINESTYLES[di % len(_LINESTYLES)],
+                        label=name,
                     )
                     tp = turning.get((model, recipe, metric))
                     if tp is not None:
-                        ax.plot([tp["size"]], [tp["peak"]], marker="*", markersize=13,
-                                color=colors(mi % 10), markeredgecolor="black", linestyle="none")
+                        ax.plot(
+                            [tp["size"]],
+                            [tp["peak"]],
+                            marker="*",
+                            markersize=13,
+                            color=colors(mi % 10),
+                            markeredgecolor="black",
+                            linestyle="none",
+                        )
             ax.set_title(label, fontsize=10)
             ax.set_xlabel("training-set size")
             ax.grid(True, alpha=0.3)

@@ -73,7 +73,9 @@ def finished_cells(out_dir: Path, cells: Iterable[Cell]) -> dict[str, dict[str, 
     return out
 
 
-def _row(config: StudyConfig, record: Mapping[str, Any], metric: str, value: float, **extra: Any) -> dict[str, Any]:
+def _row(
+    config: StudyConfig, record: Mapping[str, Any], metric: str, value: float, **extra: Any
+) -> dict[str, Any]:
     row: dict[str, Any] = {
         "study": config.name,
         "dataset": config.data.name,
@@ -137,12 +139,28 @@ def _robustness_rows(
                 value = float(dist[usable].mean()) if n else math.nan
                 info = rec["attacks"][norm]
                 rows.append(
-                    _row(config, rec, f"robustness_{norm}", value, norm=norm, n=n,
-                         attack=info["repr"], attack_config=info["config"])
+                    _row(
+                        config,
+                        rec,
+                        f"robustness_{norm}",
+                        value,
+                        norm=norm,
+                        n=n,
+                        attack=info["repr"],
+                        attack_config=info["config"],
+                    )
                 )
                 rows.append(
-                    _row(config, rec, f"unbroken_{norm}", float(unbroken), norm=norm,
-                         n=int(common.sum()), attack=info["repr"], attack_config=info["config"])
+                    _row(
+                        config,
+                        rec,
+                        f"unbroken_{norm}",
+                        float(unbroken),
+                        norm=norm,
+                        n=int(common.sum()),
+                        attack=info["repr"],
+                        attack_config=info["config"],
+                    )
                 )
     return rows
 
@@ -206,8 +224,10 @@ def write_results(out_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> tup
     csv_path, json_path = out_dir / "results.csv", out_dir / "results.json"
     atomic_write_text(csv_path, buffer.getvalue())
     clean = [
-        {c: (None if isinstance(row.get(c), float) and math.isnan(row[c]) else row.get(c))
-         for c in COLUMNS}
+        {
+            c: (None if isinstance(row.get(c), float) and math.isnan(row[c]) else row.get(c))
+            for c in COLUMNS
+        }
         for row in rows
     ]
     atomic_write_json(json_path, clean)
@@ -239,7 +259,9 @@ def _metric_label(row: Mapping[str, Any]) -> str:
     return metric
 
 
-def _series(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, dict[int, float]]]:
+def _series(
+    rows: Iterable[Mapping[str, Any]],
+) -> dict[tuple[str, str], dict[str, dict[int, float]]]:
     """{(model, recipe): {metric label: {subset size: value}}} (transfer rows left out)."""
     out: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
     for row in rows:
@@ -283,8 +305,10 @@ def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
                 [model, recipe, str(size)]
                 + [_fmt(metrics.get(label, {}).get(size)) for label in labels]
             )
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
-              for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+        for i, h in enumerate(header)
+    ]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     out.append("  ".join("-" * w for w in widths))
     for line in lines:
@@ -302,8 +326,7 @@ def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
 def turning_points(
     rows: Sequence[Mapping[str, Any]], *, min_drop: float = 0.0
 ) -> list[dict[str, Any]]:
-    """Paper 000's turning points: robustness peaks at an inner subset size and then falls
-    while accuracy keeps rising.
+    """Paper 000's turning points: robustness peaks, then falls while accuracy keeps rising.
 
     For every (model, recipe) and robustness metric (``robustness_linf``/``robustness_l2``),
     with sizes s_1 < ... < s_n: let j be the size of largest robustness. A turning point is

@@ -52,6 +52,7 @@ from ._state import (
 __all__ = [
     "StudyConfigMismatchError",
     "StudyResult",
+    "evaluation_sample",
     "finalize_study",
     "load_cell_model",
     "merge_studies",
@@ -199,6 +200,22 @@ def _load_data(config: StudyConfig) -> _Data:
     )
 
 
+def evaluation_sample(config: StudyConfig, *, accuracy_set: bool = False) -> tuple[Tensor, Tensor]:
+    """The fixed test examples a study evaluates (the same for every cell).
+
+    Args:
+        config: the study.
+        accuracy_set: the clean-accuracy examples (``evaluation.accuracy_examples``) instead of
+            the attack sample (``evaluation.num_examples``).
+
+    Returns:
+        ``(x, y)`` on the CPU, e.g. to evaluate :func:`load_cell_model` models further.
+    """
+    data = _load_data(config)
+    idx = torch.as_tensor(data.acc_idx if accuracy_set else data.eval_idx)
+    return data.test.data[idx], data.test.targets[idx]
+
+
 def _model_args(config: StudyConfig, cell: Cell, data: _Data) -> dict[str, Any]:
     args: dict[str, Any] = {
         "name": cell.model.name,
@@ -284,13 +301,18 @@ def train_config(config: StudyConfig, recipe: RecipeSpec, seed: int) -> Any:
     }
     base.update(t.settings)
     base.update(recipe.settings)
-    factory = {"clean": TrainConfig.clean, "kurakin": TrainConfig.kurakin,
-               "pgd-at": TrainConfig.pgd_at}[recipe.kind]
+    factory = {
+        "clean": TrainConfig.clean,
+        "kurakin": TrainConfig.kurakin,
+        "pgd-at": TrainConfig.pgd_at,
+    }[recipe.kind]
     index = config.recipes.index(recipe)
     try:
         return factory(**base)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"recipes[{index}].settings", f"recipe {recipe.name!r}: {error}") from None
+        raise ConfigError(
+            f"recipes[{index}].settings", f"recipe {recipe.name!r}: {error}"
+        ) from None
 
 
 def make_attack(spec: AttackSpec, model: nn.Module, field_name: str, **overrides: Any) -> Any:
@@ -347,8 +369,14 @@ class _Progress:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=f"  {cell.key}", unit="stage", position=1, leave=False,
-                    dynamic_ncols=True)
+        return tqdm(
+            total=total,
+            desc=f"  {cell.key}",
+            unit="stage",
+            position=1,
+            leave=False,
+            dynamic_ncols=True,
+        )
 
     def advance(self, key: str) -> None:
         if self.bar is not None:
@@ -370,8 +398,14 @@ def _subset_tensors(dataset: Any, idx: np.ndarray, device: torch.device) -> tupl
 
 
 def _train_cell(
-    config: StudyConfig, cell: Cell, folder: Path, model: nn.Module, data: _Data,
-    device: torch.device, seed: int, progress: bool,
+    config: StudyConfig,
+    cell: Cell,
+    folder: Path,
+    model: nn.Module,
+    data: _Data,
+    device: torch.device,
+    seed: int,
+    progress: bool,
 ) -> None:
     from advrobust.data import TensorLoader
     from advrobust.training import AdversarialTrainer
@@ -381,8 +415,12 @@ def _train_cell(
     if names is None:
         names = config.training.augmentation
     loader = TensorLoader(
-        x, y, batch_size=config.training.batch_size, shuffle=True,
-        generator=torch.Generator().manual_seed(seed), augment=_augment(names, data.input_size),
+        x,
+        y,
+        batch_size=config.training.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+        augment=_augment(names, data.input_size),
     )
     tcfg = train_config(config, cell.recipe, seed)
     ckpt_dir = folder / "checkpoints"
@@ -412,8 +450,15 @@ def _done(folder: Path, name: str) -> dict[str, Any] | None:
 
 
 def _evaluate_cell(
-    config: StudyConfig, cell: Cell, folder: Path, model: nn.Module, data: _Data,
-    device: torch.device, seed: int, progress: bool, bar: Any,
+    config: StudyConfig,
+    cell: Cell,
+    folder: Path,
+    model: nn.Module,
+    data: _Data,
+    device: torch.device,
+    seed: int,
+    progress: bool,
+    bar: Any,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every per-cell metric; per-example arrays for the cross-model robustness score."""
     from advrobust import metrics as M
@@ -463,25 +508,38 @@ def _evaluate_cell(
             if bool(correct.any()):
                 sel = correct.nonzero().flatten()
                 if norm == "linf":
-                    res = M.minimal_distortion(
-                        model, (xe[sel], ye[sel]), attack, hi=ev.linf_max, tol=ev.linf_tol,
-                        batch_size=bs, generator=gen,
+                    dres = M.minimal_distortion(
+                        model,
+                        (xe[sel], ye[sel]),
+                        attack,
+                        hi=ev.linf_max,
+                        tol=ev.linf_tol,
+                        batch_size=bs,
+                        generator=gen,
                     )
                 else:
-                    res = M.minimal_distortion(model, (xe[sel], ye[sel]), attack, batch_size=bs,
-                                               generator=gen)
+                    dres = M.minimal_distortion(
+                        model, (xe[sel], ye[sel]), attack, batch_size=bs, generator=gen
+                    )
                 idx = sel.cpu().numpy()
-                f = res.found.cpu().numpy().astype(bool)
-                d = res.distance.double().cpu().numpy()
+                f = dres.found.cpu().numpy().astype(bool)
+                d = dres.distance.double().cpu().numpy()
                 dist[idx] = np.where(f, d, np.nan)
                 found[idx] = f
             arrays[f"{norm}_distance"], arrays[f"{norm}_found"] = dist, found
             save_arrays(arrays_path, arrays)
         dist, found = arrays[f"{norm}_distance"], arrays[f"{norm}_found"]
         mean = float(dist[found].mean()) if found.any() else math.nan
-        rows.append({"metric": f"mean_distortion_{norm}", "value": mean, "norm": norm,
-                     "n": int(found.sum()), "attack": attacks[norm]["repr"],
-                     "attack_config": attacks[norm]["config"]})
+        rows.append(
+            {
+                "metric": f"mean_distortion_{norm}",
+                "value": mean,
+                "norm": norm,
+                "n": int(found.sum()),
+                "attack": attacks[norm]["repr"],
+                "attack_config": attacks[norm]["config"],
+            }
+        )
         tick()
 
     if "adversarial-accuracy" in ev.metrics:
@@ -492,29 +550,49 @@ def _evaluate_cell(
             with _eval_part(folder, "adversarial-accuracy") as part:
                 values = []
                 for delta in ev.deltas:
-                    res = M.adversarial_accuracy(
-                        model, (xe, ye), attack, delta=delta, norm=attack.norm, batch_size=bs,
+                    ares = M.adversarial_accuracy(
+                        model,
+                        (xe, ye),
+                        attack,
+                        delta=delta,
+                        norm=attack.norm,
+                        batch_size=bs,
                         generator=gen,
                     )
-                    values.append(float(res.value))
+                    values.append(float(ares.value))
                 part["values"], part["norm"] = values, attack.norm
         for delta, value in zip(ev.deltas, part["values"], strict=True):
-            rows.append({"metric": "adversarial_accuracy", "value": value, "delta": delta,
-                         "norm": part["norm"], "n": n_eval, "attack": info["repr"],
-                         "attack_config": info["config"]})
+            rows.append(
+                {
+                    "metric": "adversarial_accuracy",
+                    "value": value,
+                    "delta": delta,
+                    "norm": part["norm"],
+                    "n": n_eval,
+                    "attack": info["repr"],
+                    "attack_config": info["config"],
+                }
+            )
         tick()
 
     if "label-leak" in ev.metrics:
         part = _done(folder, "label-leak")
         if part is None:
             with _eval_part(folder, "label-leak") as part:
-                res = M.label_leak_count(model, (xe, ye), eps=ev.leak_eps, batch_size=bs)
-                part["count"] = int(res.count)
+                lres = M.label_leak_count(model, (xe, ye), eps=ev.leak_eps, batch_size=bs)
+                part["count"] = int(lres.count)
                 part["attack"] = repr(res) if not hasattr(res, "attack") else str(res.attack)
-        rows.append({"metric": "label_leak_count", "value": float(part["count"]), "n": n_eval,
-                     "norm": "linf", "delta": ev.leak_eps,
-                     "attack": f"FGSM(eps={ev.leak_eps}) true vs predicted labels",
-                     "attack_config": {"eps": ev.leak_eps}})
+        rows.append(
+            {
+                "metric": "label_leak_count",
+                "value": float(part["count"]),
+                "n": n_eval,
+                "norm": "linf",
+                "delta": ev.leak_eps,
+                "attack": f"FGSM(eps={ev.leak_eps}) true vs predicted labels",
+                "attack_config": {"eps": ev.leak_eps},
+            }
+        )
         tick()
 
     if "deepsec" in ev.metrics:
@@ -523,16 +601,25 @@ def _evaluate_cell(
         part = _done(folder, "deepsec")
         if part is None:
             with _eval_part(folder, "deepsec") as part:
-                res = M.deepsec_attack_metrics(model, (xe, ye), attack, batch_size=bs,
-                                               generator=gen)
+                sres = M.deepsec_attack_metrics(
+                    model, (xe, ye), attack, batch_size=bs, generator=gen
+                )
                 part["summary"] = {
-                    k: float(v) for k, v in res.summary().items()
+                    k: float(v)
+                    for k, v in sres.summary().items()
                     if isinstance(v, int | float) and not isinstance(v, bool)
                 }
         for name, value in part["summary"].items():
-            rows.append({"metric": f"deepsec_{name}", "value": value, "n": n_eval,
-                         "norm": getattr(attack, "norm", ""), "attack": info["repr"],
-                         "attack_config": info["config"]})
+            rows.append(
+                {
+                    "metric": f"deepsec_{name}",
+                    "value": value,
+                    "n": n_eval,
+                    "norm": getattr(attack, "norm", ""),
+                    "attack": info["repr"],
+                    "attack_config": info["config"],
+                }
+            )
         tick()
 
     per_example = {k: arrays[k] for k in arrays}
@@ -542,14 +629,27 @@ def _evaluate_cell(
 def _stages(config: StudyConfig) -> int:
     ev = config.evaluation.metrics
     n = 2  # training + accuracy
-    n += sum(m in ev for m in ("robustness-linf", "robustness-l2", "adversarial-accuracy",
-                               "label-leak", "deepsec"))
+    n += sum(
+        m in ev
+        for m in (
+            "robustness-linf",
+            "robustness-l2",
+            "adversarial-accuracy",
+            "label-leak",
+            "deepsec",
+        )
+    )
     return n
 
 
 def _run_cell(
-    config: StudyConfig, cell: Cell, out_dir: Path, data: _Data, device: torch.device,
-    progress: bool, bar: Any,
+    config: StudyConfig,
+    cell: Cell,
+    out_dir: Path,
+    data: _Data,
+    device: torch.device,
+    progress: bool,
+    bar: Any,
 ) -> None:
     folder = cell_dir(out_dir, cell)
     folder.mkdir(parents=True, exist_ok=True)
@@ -559,20 +659,27 @@ def _run_cell(
     atomic_write_json(folder / "model.json", args)
     model = build_model(args, seed=seed).to(device)
     weights = folder / "model.pt"
-    if weights.is_file():
-        model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
-    else:
-        _train_cell(config, cell, folder, model, data, device, seed, progress)
-    if bar is not None:
-        bar.update(1)
-    rows, extra = _evaluate_cell(config, cell, folder, model, data, device, seed, progress, bar)
+    # Everything drawn from torch's global RNG inside the cell (dropout masks, ...) is seeded
+    # from the cell's own seed, so a cell gives the same result in a full run and in any
+    # shard; fork_rng restores the caller's RNG state afterwards.
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        if weights.is_file():
+            model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+        else:
+            _train_cell(config, cell, folder, model, data, device, seed, progress)
+        if bar is not None:
+            bar.update(1)
+        torch.manual_seed(seed + 1)
+        rows, extra = _evaluate_cell(config, cell, folder, model, data, device, seed, progress, bar)
     save_arrays(folder / "per_example.npz", extra["per_example"])
     record = {
         "key": cell.key,
         "index": cell.index,
         "size": cell.size,
         "size_index": cell.size_index,
-        "train_size": int(len(data.subsets[cell.size_index])),
+        "train_size": len(data.subsets[cell.size_index]),
         "model": cell.model.key,
         "model_name": cell.model.name,
         "recipe": cell.recipe.name,
@@ -599,7 +706,11 @@ def _transfer_groups(config: StudyConfig, cells: Sequence[Cell]) -> list[tuple[s
 
 
 def _run_transfer(
-    config: StudyConfig, key: str, members: Sequence[Cell], out_dir: Path, data: _Data,
+    config: StudyConfig,
+    key: str,
+    members: Sequence[Cell],
+    out_dir: Path,
+    data: _Data,
     device: torch.device,
 ) -> None:
     from advrobust import metrics as M
@@ -619,10 +730,18 @@ def _run_transfer(
             if src == dst:
                 continue
             for metric, table in (("transfer_rate", rates), ("transfer_error", absolute)):
-                rows.append({"cell": by_label[src], "metric": metric,
-                             "value": float(table[i, j]), "target": dst, "norm": attack.norm,
-                             "n": int(ye.shape[0]), "attack": info["repr"],
-                             "attack_config": info["config"]})
+                rows.append(
+                    {
+                        "cell": by_label[src],
+                        "metric": metric,
+                        "value": float(table[i, j]),
+                        "target": dst,
+                        "norm": attack.norm,
+                        "n": int(ye.shape[0]),
+                        "attack": info["repr"],
+                        "attack_config": info["config"],
+                    }
+                )
     atomic_write_json(out_dir / "groups" / key / "group.json", {"key": key, "rows": rows})
 
 
@@ -647,7 +766,10 @@ def _pending_groups(
 
 
 def finalize_study(
-    out_dir: str | Path, *, device: str | None = None, progress: bool = False,
+    out_dir: str | Path,
+    *,
+    device: str | None = None,
+    progress: bool = False,
     stream: TextIO | None = None,
 ) -> StudyResult:
     """Run the pending cross-model tasks, then write the results table, figures and summary.
@@ -667,7 +789,10 @@ def finalize_study(
 
 
 def _write_outputs(
-    config: StudyConfig, out_dir: Path, ran: list[str], skipped: list[str],
+    config: StudyConfig,
+    out_dir: Path,
+    ran: list[str],
+    skipped: list[str],
     stream: TextIO | None,
 ) -> StudyResult:
     rows = build_rows(config, out_dir)
@@ -678,13 +803,15 @@ def _write_outputs(
     summary = format_summary(rows)
     if stream is not None:
         done = len(finished_cells(out_dir, cells))
-        print(f"\nstudy {config.name!r}: {done}/{len(cells)} cells finished in {out_dir}",
-              file=stream)
+        print(
+            f"\nstudy {config.name!r}: {done}/{len(cells)} cells finished in {out_dir}", file=stream
+        )
         print(summary, file=stream)
         print(f"results: {out_dir / 'results.csv'}, {out_dir / 'results.json'}", file=stream)
         if figures:
-            print("figures: " + ", ".join(str(p) for p in figures if p.suffix == ".png"),
-                  file=stream)
+            print(
+                "figures: " + ", ".join(str(p) for p in figures if p.suffix == ".png"), file=stream
+            )
     return StudyResult(out_dir, rows, figures, summary, ran, skipped, complete)
 
 
@@ -747,8 +874,12 @@ def _threads(count: int | None) -> Iterator[None]:
 
 
 def _run_study(
-    config: StudyConfig, out_dir: Path, shard: Shard | None, progress: bool,
-    device: str | None, stream: TextIO | None,
+    config: StudyConfig,
+    out_dir: Path,
+    shard: Shard | None,
+    progress: bool,
+    device: str | None,
+    stream: TextIO | None,
 ) -> StudyResult:
     data = _load_data(config)
     _check_config_buildable(config, data)
@@ -781,7 +912,10 @@ def _run_study(
 
 
 def merge_studies(
-    sources: Sequence[str | Path], out_dir: str | Path, *, device: str | None = None,
+    sources: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    device: str | None = None,
     stream: TextIO | None = sys.stdout,
 ) -> StudyResult:
     """Join the folders of shards (or partial runs) of one study into ``out_dir``.

@@ -62,13 +62,15 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); delete it to redo that step") from None
+        raise ValueError(
+            f"{path} is not valid JSON ({error}); delete it to redo that step"
+        ) from None
 
 
 def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Save named numpy arrays to an ``.npz`` file atomically."""
     buffer = io.BytesIO()
-    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
+    np.savez(buffer, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
     atomic_write_bytes(path, buffer.getvalue())
 
 

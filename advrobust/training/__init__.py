@@ -1,6 +1,9 @@
-"""advrobust.training: mixed-batch adversarial training (Kurakin et al. 2017), PGD adversarial
-training (Madry et al. 2018) and clean training, as functional pieces and a resumable,
-distributed-ready :class:`AdversarialTrainer`.
+"""advrobust.training: mixed-batch adversarial training, PGD adversarial training, clean training.
+
+Kurakin et al. (2017) mixed minibatches, Madry et al. (2018) PGD adversarial training and
+clean training, as functional pieces (``mixed_batch_loss``, epsilon samplers,
+``select_replaced``) and a resumable, distributed-ready :class:`AdversarialTrainer` configured
+by a frozen :class:`TrainConfig`.
 """
 
 from ._checkpoint import CheckpointError as CheckpointError

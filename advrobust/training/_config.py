@@ -58,7 +58,9 @@ def _check_json(value: Any, name: str) -> Any:
     try:
         text = json.dumps(_thaw(value), allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be JSON-serialisable (numbers, strings, lists, dicts): {exc}")
+        raise TypeError(
+            f"{name} must be JSON-serialisable (numbers, strings, lists, dicts): {exc}"
+        ) from None
     return json.loads(text)
 
 
@@ -207,8 +209,11 @@ class TrainConfig:
             raise ValueError(
                 f"scheduler['name'] must be one of {(*_SCHEDULERS, 'none')}, got {name!r}"
             )
-        allowed = {"cosine": {"eta_min"}, "step": {"step_size", "gamma"},
-                   "multistep": {"milestones", "gamma"}}[name]
+        allowed = {
+            "cosine": {"eta_min"},
+            "step": {"step_size", "gamma"},
+            "multistep": {"milestones", "gamma"},
+        }[name]
         extra = set(spec) - allowed - {"name"}
         if extra:
             raise TypeError(
@@ -298,8 +303,11 @@ class TrainConfig:
         any field.
         """
         base: dict[str, Any] = {
-            "batch_size": 32, "attack": {"name": "StepLL"}, "fraction": KURAKIN_FRACTION,
-            "adv_weight": 0.3, "eps": {"name": "truncated_normal", "std": 8 / 255, "max": 16 / 255},
+            "batch_size": 32,
+            "attack": {"name": "StepLL"},
+            "fraction": KURAKIN_FRACTION,
+            "adv_weight": 0.3,
+            "eps": {"name": "truncated_normal", "std": 8 / 255, "max": 16 / 255},
         }
         if "k" in changes:
             base.pop("fraction")
@@ -315,7 +323,9 @@ class TrainConfig:
         """
         base: dict[str, Any] = {
             "attack": {"name": "PGD", "eps": 8 / 255, "alpha": 2 / 255, "steps": 10},
-            "fraction": 1.0, "adv_weight": 1.0, "eps": {"name": "fixed", "eps": 8 / 255},
+            "fraction": 1.0,
+            "adv_weight": 1.0,
+            "eps": {"name": "fixed", "eps": 8 / 255},
         }
         if "k" in changes:
             base.pop("fraction")
@@ -330,4 +340,3 @@ class TrainConfig:
             base.pop("fraction")
         base.update(changes)
         return cls(**base)
-

@@ -69,7 +69,9 @@ class EpsSampler(abc.ABC):
         if not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {describe(generator)}")
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {describe(generator)}"
+            )
         out = self._sample(batch_size, device, generator)
         return out.to(dtype=dtype)
 
@@ -190,8 +192,10 @@ class UniformEps(EpsSampler):
 
 
 class FixedEps(EpsSampler):
-    """The same epsilon for every example (Madry's PGD training; paper 002 warns that it makes
-    the network robust to that epsilon only).
+    """The same epsilon for every example.
+
+    Madry's PGD training uses a fixed eps; paper 002 (sec. 3) warns that training with a fixed
+    eps makes the network robust to that epsilon only.
 
     Args:
         eps: the epsilon (>= 0), in input units.
@@ -211,8 +215,12 @@ class FixedEps(EpsSampler):
         self, batch_size: int, device: torch.device | str | None, generator: torch.Generator | None
     ) -> Tensor:
         target = torch.device(device) if device is not None else torch.device("cpu")
-        return torch.full((batch_size,), self.eps, device=target, dtype=torch.float64
-                          if target.type == "cpu" else torch.float32)
+        return torch.full(
+            (batch_size,),
+            self.eps,
+            device=target,
+            dtype=torch.float64 if target.type == "cpu" else torch.float32,
+        )
 
     def spec(self) -> dict[str, Any]:
         """``{"name": "fixed", "eps": ...}``."""
@@ -243,13 +251,12 @@ def eps_sampler_from_spec(spec: Mapping[str, Any] | EpsSampler, name: str = "eps
     if isinstance(spec, EpsSampler):
         return spec
     if not isinstance(spec, Mapping):
-        raise TypeError(f"{name} must be a mapping like {{'name': 'fixed', 'eps': 0.03}}, got "
-                        f"{describe(spec)}")
+        raise TypeError(
+            f"{name} must be a mapping like {{'name': 'fixed', 'eps': 0.03}}, got {describe(spec)}"
+        )
     kind = spec.get("name")
     if kind not in _SAMPLERS:
-        raise ValueError(
-            f"{name}['name'] must be one of {sorted(_SAMPLERS)}, got {kind!r}"
-        )
+        raise ValueError(f"{name}['name'] must be one of {sorted(_SAMPLERS)}, got {kind!r}")
     kwargs = {k: v for k, v in spec.items() if k != "name"}
     try:
         return _SAMPLERS[kind](**kwargs)

@@ -44,15 +44,12 @@ def mixed_batch_loss(
     *,
     loss_fn: LossFn | None = None,
 ) -> Tensor:
-    r"""Loss of a minibatch in which ``k`` of ``m`` examples were replaced by adversarial ones.
+    """Loss of a minibatch in which ``k`` of ``m`` examples were replaced by adversarial ones.
 
     Kurakin, Goodfellow and Bengio, "Adversarial Machine Learning at Scale" (2017), sec. 3:
 
-    .. math::
-
-        \mathrm{Loss} = \frac{1}{(m - k) + \lambda k}
-            \Big(\sum_{i \in \mathrm{CLEAN}} L(X_i \mid y_i)
-                 + \lambda \sum_{i \in \mathrm{ADV}} L(X_i^{adv} \mid y_i)\Big)
+        Loss = 1 / ((m - k) + lambda * k)
+               * (sum_{i in CLEAN} L(X_i | y_i) + lambda * sum_{i in ADV} L(X_i^adv | y_i))
 
     with ``m - k`` clean and ``k`` adversarial examples and ``lambda = adv_weight``. ``k = 0``
     is plain training (the mean clean loss), ``k = m`` with ``lambda = 1`` is Madry's PGD

@@ -23,9 +23,7 @@ def num_replaced(batch_size: int, k: int | None = None, fraction: float | None =
     """
     check_int(batch_size, "batch_size", minimum=0)
     if (k is None) == (fraction is None):
-        raise ValueError(
-            f"give exactly one of k and fraction, got k={k!r}, fraction={fraction!r}"
-        )
+        raise ValueError(f"give exactly one of k and fraction, got k={k!r}, fraction={fraction!r}")
     if k is not None:
         check_int(k, "k", minimum=0)
         if k > batch_size:
@@ -35,7 +33,7 @@ def num_replaced(batch_size: int, k: int | None = None, fraction: float | None =
             )
         return k
     frac = check_probability(fraction, "fraction")
-    return int(round(frac * batch_size))
+    return round(frac * batch_size)
 
 
 def split_indices(

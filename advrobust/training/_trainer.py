@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -203,7 +203,7 @@ class Callback:
 
 # ---------------------------------------------------------------------------- RNG state
 def _get_rng_state(generator: torch.Generator) -> dict[str, Any]:
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
@@ -216,7 +216,7 @@ def _get_rng_state(generator: torch.Generator) -> dict[str, Any]:
         "python": random.getstate(),
         "generator": generator.get_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -258,15 +258,15 @@ def _check_state_dict_fits(model: nn.Module, sd: Mapping[str, Any], path: str) -
             parts.append(f"unexpected keys {unexpected[:5]}")
         if wrong:
             parts.append(f"shape mismatches {wrong[:3]}")
-        raise CheckpointError(
-            f"checkpoint {path!r} does not fit this model: " + "; ".join(parts)
-        )
+        raise CheckpointError(f"checkpoint {path!r} does not fit this model: " + "; ".join(parts))
 
 
 # ---------------------------------------------------------------------------- trainer
 class AdversarialTrainer:
-    """Adversarial training by Kurakin's algorithm 1 (paper 002, sec. 3), with PGD adversarial
-    training (Madry et al.) as ``k = m`` and clean training as ``k = 0``.
+    """Adversarial training by Kurakin's algorithm 1, PGD training as k = m, clean as k = 0.
+
+    Kurakin et al., "Adversarial Machine Learning at Scale" (2017), sec. 3; PGD adversarial
+    training (Madry et al. 2018) is the ``k = m``, ``lambda = 1`` case.
 
     For every minibatch of ``m`` examples: ``k`` examples are chosen (:func:`select_replaced`),
     an epsilon is drawn for each of them from the eps sampler, the attack makes their
@@ -371,9 +371,12 @@ class AdversarialTrainer:
         self.loss_fn = loss_fn
         self.regularizer = regularizer
 
-        self.attack = self._check_attack(attack, "attack") if attack is not None else None
-        if self.attack is None:
-            self.attack = self._build_attack(_thaw(config.attack))
+        #: The attack that makes the training examples (it attacks :attr:`model`).
+        self.attack: Any = (
+            self._check_attack(attack, "attack")
+            if attack is not None
+            else self._build_attack(_thaw(config.attack))
+        )
         self.eps_sampler: EpsSampler = config.eps_sampler()
 
         if optimizer is None:
@@ -461,7 +464,9 @@ class AdversarialTrainer:
             )
         if name == "step":
             return sched.StepLR(
-                self.optimizer, step_size=int(spec["step_size"]), gamma=float(spec.get("gamma", 0.1))
+                self.optimizer,
+                step_size=int(spec["step_size"]),
+                gamma=float(spec.get("gamma", 0.1)),
             )
         return sched.MultiStepLR(
             self.optimizer,
@@ -489,8 +494,10 @@ class AdversarialTrainer:
         from ..data import TensorLoader
 
         x_y: tuple[Tensor, Tensor] | None = None
-        if isinstance(data, (tuple, list)) and len(data) == 2 and all(
-            isinstance(t, Tensor) for t in data
+        if (
+            isinstance(data, (tuple, list))
+            and len(data) == 2
+            and all(isinstance(t, Tensor) for t in data)
         ):
             x_y = (data[0], data[1])
         elif isinstance(getattr(data, "data", None), Tensor) and isinstance(
@@ -525,7 +532,7 @@ class AdversarialTrainer:
             if self.world_size > 1 and not isinstance(
                 data.sampler, torch.utils.data.DistributedSampler
             ):
-                return self._distributed_dataloader(data, name)
+                return cast(Iterable[Any], self._distributed_dataloader(data, name))
             return data
         if isinstance(data, Iterable) and not isinstance(data, (str, bytes, Tensor)):
             return data
@@ -542,7 +549,7 @@ class AdversarialTrainer:
                 f"{name}: cannot shard a DataLoader with a custom batch_sampler over ranks; "
                 f"give it a DistributedSampler yourself"
             )
-        sampler = DistributedSampler(
+        sampler: DistributedSampler[Any] = DistributedSampler(
             loader.dataset,
             num_replicas=self.world_size,
             rank=self.rank,
@@ -569,9 +576,7 @@ class AdversarialTrainer:
         if not isinstance(y, Tensor) or y.is_floating_point() or y.dim() != 1:
             raise TypeError(f"{name} batches: y must be a 1-D integer tensor, got {describe(y)}")
         if y.shape[0] != x.shape[0]:
-            raise ValueError(
-                f"{name} batches: x has {x.shape[0]} examples but y has {y.shape[0]}"
-            )
+            raise ValueError(f"{name} batches: x has {x.shape[0]} examples but y has {y.shape[0]}")
         if x.device != self.device:
             x = x.to(self.device, non_blocking=True)
         if y.device != self.device:
@@ -620,14 +625,14 @@ class AdversarialTrainer:
             loss = loss + self.regularizer(self.model, x_in, y_in)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            torch.autograd.backward(self.scaler.scale(loss))
             if cfg.grad_clip is not None:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
+            torch.autograd.backward(loss)
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
@@ -646,9 +651,7 @@ class AdversarialTrainer:
                 ]
             )
             bad = ~torch.isfinite(loss_d)
-            self._first_bad = torch.where(
-                bad & (self._first_bad < 0), self.step, self._first_bad
-            )
+            self._first_bad = torch.where(bad & (self._first_bad < 0), self.step, self._first_bad)
         return loss_d, x_in, k, replaced, figures
 
     # ------------------------------------------------------------------ fit
@@ -774,7 +777,7 @@ class AdversarialTrainer:
         set_epoch = getattr(loader, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(self.epoch)
-        sampler = getattr(loader, "sampler", None)
+        sampler: Any = getattr(loader, "sampler", None)
         if callable(getattr(sampler, "set_epoch", None)):
             sampler.set_epoch(self.epoch)
         self._epoch_start_rng = _get_rng_state(self.generator)
@@ -892,8 +895,11 @@ class AdversarialTrainer:
         )
         gen = torch.Generator(device=self.generator.device)
         gen.manual_seed(_derive_seed(self.config.seed, f"eval{self.epoch}", self.rank))
-        counts = torch.zeros(3, dtype=torch.float64 if self.device.type != "mps"
-                             else torch.float32, device=self.device)
+        counts = torch.zeros(
+            3,
+            dtype=torch.float64 if self.device.type != "mps" else torch.float32,
+            device=self.device,
+        )
         with model_state_guard(self.model, train=False):
             for batch in loader:
                 x, y = self._unpack(batch, "data")
@@ -933,8 +939,11 @@ class AdversarialTrainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng_all,
             "eps_sampler": self.eps_sampler.spec(),
-            "counters": {"epoch": self.epoch, "step": self.step,
-                         "batch_in_epoch": self._batch_in_epoch if partial else 0},
+            "counters": {
+                "epoch": self.epoch,
+                "step": self.step,
+                "batch_in_epoch": self._batch_in_epoch if partial else 0,
+            },
             "partial_epoch": partial,
             "history": self.history.to_dict(),
             "world_size": self.world_size,

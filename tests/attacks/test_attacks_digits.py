@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -52,7 +53,7 @@ def test_attacks_success_non_decreasing_in_eps(digits: Digits) -> None:
             for e in grid
         ]
         assert rates[0] == 0.0
-        assert all(a <= b for a, b in zip(rates, rates[1:])), (make(0.1), rates)
+        assert all(a <= b for a, b in itertools.pairwise(rates)), (make(0.1), rates)
         assert rates[-1] > 0.8
 
 

@@ -147,7 +147,7 @@ def assert_unchanged(model: nn.Module, before: dict[str, object]) -> None:
     assert before["requires"] == [p.requires_grad for p in model.parameters()]
     grads = before["grads"]
     assert isinstance(grads, list)
-    for p, (ref, val) in zip(model.parameters(), grads):
+    for p, (ref, val) in zip(model.parameters(), grads, strict=True):
         assert p.grad is ref
         if val is not None:
             assert torch.equal(p.grad, val)
@@ -165,7 +165,7 @@ def test_attacks_invariants(name: str, case: dict[str, object]) -> None:
     model, x, y, eps = build(case)
     lo, hi = case["bounds"]  # type: ignore[misc]
     # a frozen BatchNorm child inside a model in train mode keeps its own flag
-    bn = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))][0]
+    bn = next(m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)))
     bn.eval()
     give_grads(model)
     atk = ATTACKS[name](model, 0.1, (lo, hi))

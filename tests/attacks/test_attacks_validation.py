@@ -278,3 +278,26 @@ def test_attacks_threat_models() -> None:
     assert abs(frac - 0.95**d) < 0.05
     z = torch.zeros(1, 3)
     assert torch.equal(L2Ball().ascent_direction(z), z)
+
+
+def test_attacks_input_requiring_grad_is_left_alone() -> None:
+    m = model()
+    x = X.clone().requires_grad_(True)
+    out = PGD(m, steps=2)(x, Y, generator=torch.Generator().manual_seed(0))
+    assert not out.requires_grad and x.grad is None
+    res = CWL2(m, steps=3, binary_search_steps=1).run(x, Y)
+    assert not res.x_adv.requires_grad and x.grad is None
+
+
+def test_attacks_int32_labels_and_float64_inputs() -> None:
+    m = model().double()
+    x = X.double()
+    res = BIM(m, steps=2).run(x, Y.int())
+    assert res.x_adv.dtype == torch.float64 and res.l2.dtype == torch.float64
+    assert res.y.dtype == torch.long and res.adv_pred.dtype == torch.long
+
+
+def test_attacks_eps_requiring_grad_does_not_leak_into_the_output() -> None:
+    eps = torch.full((4,), 0.1, requires_grad=True)
+    out = BIM(model(), steps=2, rel_alpha=0.5)(X, Y, eps=eps)
+    assert not out.requires_grad and eps.grad is None

@@ -146,3 +146,12 @@ def test_metrics_results_are_frozen_and_json_friendly(threshold) -> None:
     assert '"adversarial_accuracy"' in text
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.delta = 0.2  # type: ignore[misc]
+
+
+def test_metrics_loop_accepts_advrobust_tensor_loader(threshold) -> None:
+    from advrobust.data import TensorLoader
+
+    model = threshold(0.5)
+    loader = TensorLoader(X, Y, batch_size=2)
+    res = success_rate(model, loader, FGSM(model, eps=0.1), progress=True)
+    assert res.success.tolist()[:4] == [False, True, True, False]

@@ -261,3 +261,13 @@ def test_metrics_minimal_distortion_property_binary_affine(seed, d, norm, method
     assert bool(res.found.all())
     assert bool((res.lower <= exact + 1e-9).all() & (res.distance >= exact - 1e-9).all())
     assert bool((res.distance - res.lower <= 1e-3 + 1e-12).all())
+
+
+def test_metrics_robustness_score_l2_with_cw(threshold) -> None:
+    a, c = threshold(0.5, scale=4.0), threshold(0.65, scale=4.0)
+    x = torch.tensor([[0.1], [0.2], [0.3], [0.55], [0.9]])
+    y = torch.tensor([0, 0, 0, 1, 1])
+    res = robustness_score({"a": a, "c": c}, (x, y), CWL2(a, steps=300, initial_const=1.0))
+    assert res.num_unbroken == {"a": 0, "c": 0}
+    assert res.scores["a"] == pytest.approx((0.4 + 0.3 + 0.2 + 0.4) / 4, rel=0.02)
+    assert res.scores["c"] == pytest.approx((0.55 + 0.45 + 0.35 + 0.25) / 4, rel=0.02)

@@ -23,8 +23,10 @@ def tiny_config(**changes: object) -> StudyConfig:
     base: dict[str, object] = {
         "name": "tiny",
         "data": DataSpec(name="digits", sizes=(40, 80)),
-        "models": (ModelSpec("mlp", {"hidden": 32}, label="mlp"),
-                   ModelSpec("simple-cnn", {"width": 0.25}, label="cnn")),
+        "models": (
+            ModelSpec("mlp", {"hidden": 32}, label="mlp"),
+            ModelSpec("simple-cnn", {"width": 0.25}, label="cnn"),
+        ),
         "training": TrainingSpec(epochs=3, batch_size=16, lr=3e-3),
         "evaluation": EvalSpec(
             num_examples=24,

@@ -84,14 +84,19 @@ def test_study_config_fingerprint_ignores_device_and_description() -> None:
         ({"evaluation": {"num_examples": 0}}, "evaluation.num_examples", ">= 1"),
         ({"evaluation": {"common_set": "some"}}, "evaluation.common_set", "sizes"),
         ({"evaluation": {"linf_attack": {"name": "Foo"}}}, "evaluation.linf_attack.name", "CWL2"),
-        ({"evaluation": {"l2_attack": {"name": "CWL2", "kwargs": {"steps": None}}}},
-         "evaluation.l2_attack.kwargs.steps", "None"),
+        (
+            {"evaluation": {"l2_attack": {"name": "CWL2", "kwargs": {"steps": None}}}},
+            "evaluation.l2_attack.kwargs.steps",
+            "None",
+        ),
         ({"device": "gpu"}, "device", "cuda"),
         ({"seed": -1}, "seed", ">= 0"),
         ({"colour": "red"}, "colour", "unknown key"),
     ],
 )
-def test_study_config_errors_name_the_field(changes: dict[str, object], field: str, text: str) -> None:
+def test_study_config_errors_name_the_field(
+    changes: dict[str, object], field: str, text: str
+) -> None:
     data = _config().to_dict()
     data.update(changes)
     with pytest.raises(ConfigError) as info:
@@ -102,7 +107,7 @@ def test_study_config_errors_name_the_field(changes: dict[str, object], field: s
 
 
 def test_study_config_missing_required_and_bad_toml() -> None:
-    with pytest.raises(ConfigError, match="^models: missing"):
+    with pytest.raises(ConfigError, match=r"^models: missing"):
         StudyConfig.from_dict({"name": "x", "data": {"sizes": [1]}})
     with pytest.raises(ConfigError, match="invalid TOML"):
         StudyConfig.from_toml("name = [")
@@ -117,19 +122,25 @@ def test_study_config_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 3  # type: ignore[misc]
     assert cfg.replace(seed=3).seed == 3
-    with pytest.raises(ConfigError, match="^seed"):
+    with pytest.raises(ConfigError, match=r"^seed"):
         cfg.replace(seed=-3)
 
 
 def test_study_config_attack_spec_rejects_model_kwarg() -> None:
-    with pytest.raises(ConfigError, match="kwargs.model"):
+    with pytest.raises(ConfigError, match=r"kwargs\.model"):
         AttackSpec("BIM", {"model": "x"})
 
 
 def test_study_presets_load_and_unknown_preset_lists_names() -> None:
     names = list_presets()
-    for expected in ("digits", "mnist-000", "cifar10-000", "kurakin-label-leak",
-                     "transfer-matrix", "capacity"):
+    for expected in (
+        "digits",
+        "mnist-000",
+        "cifar10-000",
+        "kurakin-label-leak",
+        "transfer-matrix",
+        "capacity",
+    ):
         assert expected in names
     for name in names:
         cfg = load_preset(name)
@@ -138,7 +149,11 @@ def test_study_presets_load_and_unknown_preset_lists_names() -> None:
         assert StudyConfig.from_toml(cfg.to_toml()) == cfg
     digits = load_preset("digits")
     assert {m.name for m in digits.models} >= {"mlp", "simple-cnn"}
-    assert set(digits.evaluation.metrics) >= {"accuracy", "robustness-linf", "robustness-l2",
-                                              "adversarial-accuracy"}
-    with pytest.raises(ValueError, match="valid presets: .*digits"):
+    assert set(digits.evaluation.metrics) >= {
+        "accuracy",
+        "robustness-linf",
+        "robustness-l2",
+        "adversarial-accuracy",
+    }
+    with pytest.raises(ValueError, match=r"valid presets: .*digits"):
         load_preset("digit")

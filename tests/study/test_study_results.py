@@ -1,4 +1,4 @@
-"""Tidy results from per-cell records: eq. 4 over the commonly-correct set, files, summary, plots."""
+"""Tidy results from per-cell records: eq. 4 over the common set, files, summary, plots."""
 
 from __future__ import annotations
 
@@ -56,8 +56,12 @@ DIST = {
     "n0000010-b-clean": [0.2, np.nan, 0.1, 0.1, 0.1],
     "n0000020-b-clean": [0.6, 0.6, 0.6, 0.6, np.nan],  # example 4 unbroken
 }
-ACC = {"n0000010-a-clean": 0.5, "n0000020-a-clean": 0.8, "n0000010-b-clean": 0.6,
-       "n0000020-b-clean": 0.9}
+ACC = {
+    "n0000010-a-clean": 0.5,
+    "n0000020-a-clean": 0.8,
+    "n0000010-b-clean": 0.6,
+    "n0000020-b-clean": 0.9,
+}
 
 
 def _write_cells(out: Path, config: StudyConfig, keys: set[str] | None = None) -> None:
@@ -68,22 +72,41 @@ def _write_cells(out: Path, config: StudyConfig, keys: set[str] | None = None) -
         correct = np.array(CORRECT[cell.key], dtype=bool)
         dist = np.array(DIST[cell.key])
         found = correct & ~np.isnan(dist)
-        save_arrays(folder / "per_example.npz",
-                    {"correct": correct, "linf_distance": dist, "linf_found": found})
-        atomic_write_json(folder / "cell.json", {
-            "key": cell.key, "size": cell.size, "train_size": cell.size,
-            "model": cell.model.key, "recipe": cell.recipe.name, "attacks": {"linf": ATTACK},
-            "rows": [
-                {"metric": "accuracy", "value": ACC[cell.key], "n": 100},
-                {"metric": "adversarial_accuracy", "value": 0.25, "delta": 0.1, "norm": "linf",
-                 "n": 5, "attack": ATTACK["repr"], "attack_config": ATTACK["config"]},
-            ],
-        })
+        save_arrays(
+            folder / "per_example.npz",
+            {"correct": correct, "linf_distance": dist, "linf_found": found},
+        )
+        atomic_write_json(
+            folder / "cell.json",
+            {
+                "key": cell.key,
+                "size": cell.size,
+                "train_size": cell.size,
+                "model": cell.model.key,
+                "recipe": cell.recipe.name,
+                "attacks": {"linf": ATTACK},
+                "rows": [
+                    {"metric": "accuracy", "value": ACC[cell.key], "n": 100},
+                    {
+                        "metric": "adversarial_accuracy",
+                        "value": 0.25,
+                        "delta": 0.1,
+                        "norm": "linf",
+                        "n": 5,
+                        "attack": ATTACK["repr"],
+                        "attack_config": ATTACK["config"],
+                    },
+                ],
+            },
+        )
 
 
 def _value(rows: list[dict[str, object]], model: str, size: int, metric: str) -> float:
-    hits = [r for r in rows if r["model"] == model and r["subset_size"] == size
-            and r["metric"] == metric]
+    hits = [
+        r
+        for r in rows
+        if r["model"] == model and r["subset_size"] == size and r["metric"] == metric
+    ]
     assert len(hits) == 1, (model, size, metric, hits)
     return float(hits[0]["value"])  # type: ignore[arg-type]
 
@@ -116,8 +139,7 @@ def test_study_results_common_set_over_models(tmp_path: Path) -> None:
 
 def test_study_results_incomplete_group_has_no_score(tmp_path: Path) -> None:
     cfg = _config("sizes")
-    _write_cells(tmp_path, cfg, keys={"n0000010-a-clean", "n0000010-b-clean",
-                                      "n0000020-b-clean"})
+    _write_cells(tmp_path, cfg, keys={"n0000010-a-clean", "n0000010-b-clean", "n0000020-b-clean"})
     rows = build_rows(cfg, tmp_path)
     metrics_a = {r["metric"] for r in rows if r["model"] == "a"}
     assert metrics_a == {"accuracy", "adversarial_accuracy"}  # a's size-20 cell is missing
@@ -150,8 +172,15 @@ def test_study_results_turning_point_detection() -> None:
     def rows_for(acc: list[float], rob: list[float]) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []
         for size, a, r in zip((10, 20, 40, 80), acc, rob, strict=True):
-            base = {"study": "s", "dataset": "d", "model": "m", "recipe": "clean",
-                    "subset_size": size, "delta": None, "target": ""}
+            base = {
+                "study": "s",
+                "dataset": "d",
+                "model": "m",
+                "recipe": "clean",
+                "subset_size": size,
+                "delta": None,
+                "target": "",
+            }
             out.append({**base, "metric": "accuracy", "value": a})
             out.append({**base, "metric": "robustness_l2", "value": r})
         return out
@@ -160,7 +189,11 @@ def test_study_results_turning_point_detection() -> None:
     assert len(found) == 1
     tp = found[0]
     assert (tp["model"], tp["metric"], tp["size"], tp["rises_first"]) == (
-        "m", "robustness_l2", 20, True)
+        "m",
+        "robustness_l2",
+        20,
+        True,
+    )
     assert turning_points(rows_for([0.5, 0.7, 0.8, 0.9], [1.0, 1.1, 1.2, 1.3])) == []
     # robustness falls but accuracy falls too: no turning point
     assert turning_points(rows_for([0.9, 0.8, 0.7, 0.6], [1.0, 1.5, 1.2, 1.1])) == []

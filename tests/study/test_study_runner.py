@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,18 +18,20 @@ from advrobust.study import (
     StudyConfigMismatchError,
     StudyResult,
     enumerate_cells,
+    evaluation_sample,
     load_cell_model,
     merge_studies,
     read_results,
     run_study,
 )
-from advrobust.study._runner import _load_data
 
 
 def _values(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], float | None]:
     return {
-        (r["subset_size"], r["model"], r["recipe"], r["metric"], r["delta"], r["target"]):
-        None if math.isnan(r["value"]) else r["value"] for r in rows
+        (r["subset_size"], r["model"], r["recipe"], r["metric"], r["delta"], r["target"]): None
+        if math.isnan(r["value"])
+        else r["value"]
+        for r in rows
     }
 
 
@@ -49,8 +51,15 @@ def test_study_run_writes_everything(tiny: tuple[StudyConfig, StudyResult]) -> N
         assert not (folder / "checkpoints").exists()
     rows = read_results(out)
     metrics = {r["metric"] for r in rows}
-    assert metrics >= {"accuracy", "adversarial_accuracy", "robustness_linf", "robustness_l2",
-                       "mean_distortion_linf", "mean_distortion_l2", "unbroken_linf"}
+    assert metrics >= {
+        "accuracy",
+        "adversarial_accuracy",
+        "robustness_linf",
+        "robustness_l2",
+        "mean_distortion_linf",
+        "mean_distortion_l2",
+        "unbroken_linf",
+    }
     assert {r["subset_size"] for r in rows} == {40, 80}
     adv = [r for r in rows if r["metric"] == "adversarial_accuracy"]
     assert {r["delta"] for r in adv} == {0.1, 0.2}
@@ -63,11 +72,9 @@ def test_study_run_writes_everything(tiny: tuple[StudyConfig, StudyResult]) -> N
     for r in adv:
         assert r["value"] <= 1.0
     # the weights on disk reproduce the recorded clean accuracy
-    data = _load_data(config)
     cell = enumerate_cells(config)[0]
     model = load_cell_model(out, cell.key)
-    idx = torch.as_tensor(data.acc_idx)
-    value = accuracy(model, (data.test.data[idx], data.test.targets[idx])).value
+    value = accuracy(model, evaluation_sample(config, accuracy_set=True)).value
     assert value == pytest.approx(acc[(40, "mlp", "clean", "accuracy", None, "")])
 
 
@@ -118,8 +125,9 @@ def test_study_interrupted_cell_resumes_from_checkpoint(
     from advrobust.training import AdversarialTrainer
 
     config, result = tiny
-    one = config.replace(data=config.data.__class__(name="digits", sizes=(40,)),
-                         models=config.models[:1])
+    one = config.replace(
+        data=config.data.__class__(name="digits", sizes=(40,)), models=config.models[:1]
+    )
     original = AdversarialTrainer.fit
     calls: list[int] = []
 
@@ -153,14 +161,16 @@ def test_study_shards_merge_to_the_full_table(
     config, result = tiny
     parts = []
     for i in range(2):
-        part = run_study(config, tmp_path / f"shard{i}", shard=f"{i}/2", progress=False,
-                         stream=None)
+        part = run_study(
+            config, tmp_path / f"shard{i}", shard=f"{i}/2", progress=False, stream=None
+        )
         assert not part.complete
         parts.append(part)
     assert sorted(parts[0].cells_run + parts[1].cells_run) == sorted(result.cells_run)
     assert not set(parts[0].cells_run) & set(parts[1].cells_run)
-    merged = merge_studies([tmp_path / "shard0", tmp_path / "shard1"], tmp_path / "merged",
-                           stream=None)
+    merged = merge_studies(
+        [tmp_path / "shard0", tmp_path / "shard1"], tmp_path / "merged", stream=None
+    )
     assert merged.complete
     assert _values(merged.rows) == _values(result.rows)
     assert json.loads((tmp_path / "merged" / "results.json").read_text()) == json.loads(
@@ -174,7 +184,8 @@ def test_study_merge_refuses_different_studies(
     config, result = tiny
     other = tmp_path / "other"
     other.mkdir()
-    (other / "study.json").write_text(json.dumps(
-        {"fingerprint": "x", "config": config.replace(seed=3).to_dict()}))
+    (other / "study.json").write_text(
+        json.dumps({"fingerprint": "x", "config": config.replace(seed=3).to_dict()})
+    )
     with pytest.raises(StudyConfigMismatchError, match="seed: 0 -> 3"):
         merge_studies([result.out_dir, other], tmp_path / "m", stream=None)

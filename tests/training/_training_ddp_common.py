@@ -30,7 +30,13 @@ def config(mode: str, per_rank_batch: int) -> TrainConfig:
     # deterministic adversarial examples (FGSM at a fixed eps on every example), so that the
     # DDP run and a single process on the global batch take the same steps
     return TrainConfig(
-        epochs=2, batch_size=per_rank_batch, lr=0.1, momentum=0.9, weight_decay=1e-3,
-        attack={"name": "FGSM"}, fraction=1.0, adv_weight=1.0,
+        epochs=2,
+        batch_size=per_rank_batch,
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-3,
+        attack={"name": "FGSM"},
+        fraction=1.0,
+        adv_weight=1.0,
         eps={"name": "fixed", "eps": 0.05},
     )

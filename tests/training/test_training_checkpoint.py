@@ -82,7 +82,7 @@ def test_training_checkpoint_corrupt_foreign_and_missing(tmp_path):
     torch.save({"format": "advrobust.training.checkpoint", "obj": nn.Linear(2, 2)}, unsafe)
     with pytest.raises(CheckpointError, match="weights-only"):
         load_checkpoint(unsafe)
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
         load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(TypeError, match="state"):
         save_checkpoint(tmp_path / "x.pt", [1, 2])

@@ -32,8 +32,12 @@ def test_training_config_presets():
         TrainConfig.pgd_at(scheduler={"name": "cosine"}, grad_clip=1.0, amp="bf16"),
         TrainConfig.clean(optimizer="adam", lr=1e-3),
         TrainConfig(k=4, eps=FixedEps(0.1), scheduler={"name": "multistep", "milestones": [2, 4]}),
-        TrainConfig(scheduler={"name": "step", "step_size": 2, "gamma": 0.5}, delay=10,
-                    attack={"name": "FGSM", "eps": 0.1}, attack_labels="predicted"),
+        TrainConfig(
+            scheduler={"name": "step", "step_size": 2, "gamma": 0.5},
+            delay=10,
+            attack={"name": "FGSM", "eps": 0.1},
+            attack_labels="predicted",
+        ),
     ],
 )
 def test_training_config_json_round_trip(cfg):

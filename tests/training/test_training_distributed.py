@@ -7,9 +7,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training_ddp_common import build, config, data  # noqa: E402
+from _training_ddp_common import build, config, data
 
-from advrobust.training import AdversarialTrainer, load_checkpoint  # noqa: E402
+from advrobust.training import AdversarialTrainer, load_checkpoint
 
 WORKER = Path(__file__).resolve().parent / "_training_ddp_worker.py"
 
@@ -39,7 +39,7 @@ def _launch(out: Path, mode: str) -> list[dict]:
             for q in procs:
                 q.kill()
             raise
-    for p, log in zip(procs, logs):
+    for p, log in zip(procs, logs, strict=True):
         assert p.returncode == 0, log
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
@@ -65,7 +65,7 @@ def test_training_distributed_two_gloo_ranks_match_single_process(tmp_path):
     hist = _without_time(ranks[0]["history"])
     assert hist == _without_time(ranks[1]["history"])
     assert [e["examples"] for e in hist] == [96, 96]
-    for got, want in zip(hist, h.to_dict()):
+    for got, want in zip(hist, h.to_dict(), strict=True):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
         assert got["train_adv_acc"] == pytest.approx(want["train_adv_acc"])
         assert got["val_clean_acc"] == pytest.approx(want["val_clean_acc"])

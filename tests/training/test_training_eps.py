@@ -24,6 +24,7 @@ def test_training_eps_truncated_normal_range_and_mean(generator):
     assert expected / s.std == pytest.approx(0.72279, abs=1e-4)
     se = float(eps.std()) / math.sqrt(eps.numel())
     assert abs(float(eps.mean()) - expected) < 5 * se
+
     # Kolmogorov-Smirnov against the exact CDF F(e) = erf(e/(s sqrt2)) / erf(2/sqrt2)
     def cdf(e):
         return special.erf(e / (s.std * math.sqrt(2))) / math.erf(math.sqrt(2))

@@ -68,15 +68,22 @@ def test_training_trainer_clean_config_equals_plain_sgd_loop():
         opt.zero_grad()
         F.cross_entropy(ref(b.x), b.y).backward()
         opt.step()
-    for p, q in zip(model.parameters(), ref.parameters()):
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-6)
 
 
 def test_training_trainer_mixed_step_matches_algorithm_1():
     x, y = _data(32)
     eps = 0.05
-    cfg = TrainConfig.kurakin(epochs=1, batch_size=32, lr=0.5, momentum=0.0, weight_decay=0.0,
-                              eps={"name": "fixed", "eps": eps}, k=12)
+    cfg = TrainConfig.kurakin(
+        epochs=1,
+        batch_size=32,
+        lr=0.5,
+        momentum=0.0,
+        weight_decay=0.0,
+        eps={"name": "fixed", "eps": eps},
+        k=12,
+    )
     model = _mlp()
     ref = copy.deepcopy(model)
     rec = _Record()
@@ -95,7 +102,7 @@ def test_training_trainer_mixed_step_matches_algorithm_1():
     with torch.no_grad():
         for p in ref.parameters():
             p -= 0.5 * p.grad
-    for p, q in zip(model.parameters(), ref.parameters()):
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-6)
 
 
@@ -130,7 +137,11 @@ def test_training_trainer_bn_running_stats_only_updated_by_training_forward():
 def test_training_trainer_resume_is_bit_identical(tmp_path):
     x, y = _data()
     cfg = TrainConfig.kurakin(
-        epochs=4, batch_size=16, lr=0.05, selection="random", scheduler={"name": "cosine"},
+        epochs=4,
+        batch_size=16,
+        lr=0.05,
+        selection="random",
+        scheduler={"name": "cosine"},
         attack={"name": "PGD", "steps": 2, "alpha": 0.02},
     )
     full = _mlp(bn=True)
@@ -152,8 +163,9 @@ def test_training_trainer_resume_with_user_tensor_loader(tmp_path):
     cfg = TrainConfig.kurakin(epochs=3, lr=0.05)
 
     def loader():
-        return TensorLoader(x, y, batch_size=16, shuffle=True,
-                            generator=torch.Generator().manual_seed(7))
+        return TensorLoader(
+            x, y, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(7)
+        )
 
     full = _mlp()
     AdversarialTrainer(full, cfg).fit(loader(), progress=False)
@@ -250,8 +262,9 @@ def test_training_trainer_pgd_at_delay_labels_amp_and_loaders():
     )
     assert h[0].train_clean_acc is None and h[0].adv_examples == 64
     rec = _Record()
-    cfg = TrainConfig.kurakin(epochs=1, batch_size=16, delay=2, attack_labels="predicted",
-                              amp="bf16", grad_clip=1.0)
+    cfg = TrainConfig.kurakin(
+        epochs=1, batch_size=16, delay=2, attack_labels="predicted", amp="bf16", grad_clip=1.0
+    )
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
     h = AdversarialTrainer(_mlp(), cfg).fit(loader, callbacks=[rec], progress=False)
     assert [b.num_adv for b in rec.batches] == [0, 0, 8, 8]

@@ -1,0 +1,215 @@
+"""The advrobust command line through main([...]): commands, outputs and error messages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from advrobust.study import StudyConfig, StudyResult, enumerate_cells
+from advrobust.study._cli import main
+
+
+def test_study_cli_unknown_preset_lists_valid_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["study", "run", "--preset", "digitz"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("advrobust: error: unknown preset 'digitz'")
+    assert "digits" in err and "cifar10-000" in err and "kurakin-label-leak" in err
+
+
+def test_study_cli_bad_config_value_names_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'name = "x"\n[data]\nsizes = [10]\n[[models]]\nname = "mlp"\n[training]\nepochs = 0\n'
+    )
+    assert main(["study", "run", str(path), "--out", str(tmp_path / "o")]) == 1
+    assert "training.epochs: must be >= 1, got 0" in capsys.readouterr().err
+    path.write_text('name = "x"\n[data]\nsizes = [10]\n[[models]]\nname = "lenet"\n')
+    assert main(["study", "run", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "models[0].name: unknown model 'lenet'" in err and "resnet-20" in err
+    path.write_text('name = "x"\n[data]\nname = "svhn"\nsizes = [10]\n[[models]]\nname = "mlp"\n')
+    assert main(["study", "run", str(path)]) == 1
+    assert "data.name: unknown dataset 'svhn'; valid datasets:" in capsys.readouterr().err
+    path.write_text(
+        'name = "x"\n[data]\nsizes = [10]\n[[models]]\nname = "mlp"\n'
+        '[evaluation]\nmetrics = ["accuracy", "fid"]\n'
+    )
+    assert main(["study", "run", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "evaluation.metrics[1]: unknown value 'fid'; valid values:" in err
+    assert "robustness-linf" in err
+
+
+def test_study_cli_needs_config_or_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["study", "run"]) == 1
+    assert "CONFIG file or --preset" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["study", "frobnicate"])
+    assert info.value.code == 2
+
+
+def test_study_cli_missing_dataset_files_say_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "study",
+            "run",
+            "--preset",
+            "mnist-000",
+            "--root",
+            str(tmp_path / "nodata"),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path / "nodata") in err
+    assert "--root" in err
+    assert not (tmp_path / "o").exists()  # nothing written before the data is there
+
+
+def test_study_cli_run_resume_plot_merge(
+    tiny: tuple[StudyConfig, StudyResult], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, result = tiny
+    cfg_path = config.save(tmp_path / "tiny.toml")
+    assert (
+        main(["study", "run", str(cfg_path), "--out", str(result.out_dir), "--device", "cpu"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "ran 0 cell(s), skipped 4 finished cell(s)" in out
+    assert "model" in out and "accuracy" in out and "robustness_linf" in out
+    assert main(["study", "plot", str(result.out_dir), "--out", str(tmp_path / "figs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "tiny-clean.png",
+        "tiny-clean.svg",
+    ]
+    capsys.readouterr()
+    assert main(["study", "merge", str(result.out_dir), "--out", str(tmp_path / "m")]) == 0
+    assert "4/4 cells finished" in capsys.readouterr().out
+    assert (tmp_path / "m" / "results.csv").read_text() == (
+        result.out_dir / "results.csv"
+    ).read_text()
+
+
+def test_study_cli_presets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["study", "presets"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("capacity") or "digits" in out
+    assert "digits" in out and "transfer-matrix" in out
+    assert main(["study", "presets", "--show", "digits"]) == 0
+    assert StudyConfig.from_toml(capsys.readouterr().out).name == "digits"
+
+
+def test_study_cli_models_lists_parameter_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "--dataset", "mnist", "--filter", "simple-*"]) == 0
+    out = capsys.readouterr().out
+    assert "simple-cnn" in out and "312,202" in out  # paper 000 table 1
+    assert main(["models", "--dataset", "cifar10"]) == 0
+    out = capsys.readouterr().out
+    assert "3,157,002" in out  # the CIFAR-10 2-layer perceptron of table 1
+    assert main(["models", "--dataset", "svhn"]) == 1
+    assert "valid: digits, mnist, cifar10" in capsys.readouterr().err
+
+
+def test_study_cli_evaluate_saved_weights(
+    tiny: tuple[StudyConfig, StudyResult], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, result = tiny
+    key = enumerate_cells(config)[0].key
+    weights = result.out_dir / "cells" / key / "model.pt"
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "mlp",
+            "--weights",
+            str(weights),
+            "--dataset",
+            "digits",
+            "--attack",
+            "BIM",
+            "--attack",
+            "fgsm",
+            "--eps",
+            "0.1",
+            "--num-examples",
+            "16",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "adversarial accuracy linf eps=0.1 [BIM]" in out
+    assert "[FGSM]" in out
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "mlp",
+            "--weights",
+            str(weights),
+            "--dataset",
+            "digits",
+            "--attack",
+            "BIM",
+            "--num-examples",
+            "8",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    assert "mean minimal linf distortion [BIM]" in capsys.readouterr().out
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "mlp",
+            "--weights",
+            str(weights),
+            "--dataset",
+            "digits",
+            "--attack",
+            "DeepFool",
+        ]
+    )
+    assert code == 1
+    assert "unknown attack 'DeepFool'; valid attacks: FGSM" in capsys.readouterr().err
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "simple-cnn",
+            "--weights",
+            str(weights),
+            "--dataset",
+            "digits",
+            "--model-kwargs",
+            "{}",
+        ]
+    )
+    assert code == 1
+    assert "does not fit model 'simple-cnn'" in capsys.readouterr().err
+
+
+def test_study_cli_python_dash_m(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "advrobust", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("advrobust ")
