@@ -1,7 +1,7 @@
 """Attack speed against its floor, measured in one run (issue 2, section 6).
 
-    python benchmarks/bench_attacks.py            # full: batch 256, 3 repeats (a few minutes)
-    python benchmarks/bench_attacks.py --quick    # small: batch 64, 1 repeat (< 60 s)
+    python benchmarks/bench_attacks.py            # full: batch 256, 3 repeats (~10 min, 1 core)
+    python benchmarks/bench_attacks.py --quick    # small: batch 32, 1 repeat (< 60 s)
 
 Model: the Carlini-Wagner MNIST CNN (paper 000 table 1: conv32-conv32-pool-conv64-conv64-pool-
 fc200-fc200-fc10, 3x3 kernels, no padding, 28x28x1, 312,202 parameters), from
@@ -155,7 +155,7 @@ def main() -> None:
     perm = torch.randperm(len(y_all), generator=g)
     train_idx, test_idx = perm[:1400], perm[1400:]
     t0 = time.perf_counter()
-    train(model, x_all[train_idx], y_all[train_idx], epochs=1 if args.quick else 4)
+    train(model, x_all[train_idx], y_all[train_idx], epochs=2 if args.quick else 4)
     for p in model.parameters():
         p.requires_grad_(False)
     with torch.no_grad():
@@ -165,9 +165,12 @@ def main() -> None:
         f"test accuracy {acc:.3f} on {len(test_idx)} images"
     )
 
-    reps = (batch + len(test_idx) - 1) // len(test_idx)
-    x = x_all[test_idx].repeat(reps, 1, 1, 1)[:batch].contiguous()
-    y = y_all[test_idx].repeat(reps)[:batch].contiguous()
+    # attack the test images the model gets right (repeated if there are fewer than a batch)
+    with torch.no_grad():
+        right = test_idx[model(x_all[test_idx]).argmax(1) == y_all[test_idx]]
+    reps = (batch + len(right) - 1) // len(right)
+    x = x_all[right].repeat(reps, 1, 1, 1)[:batch].contiguous()
+    y = y_all[right].repeat(reps)[:batch].contiguous()
     step = timeit(floor_step(model, x, y), repeats + 2)
     print(f"floor: one forward + backward-to-input on {batch} images = {step * 1e3:.1f} ms\n")
 

@@ -15,8 +15,9 @@ same eps. What a correct implementation reproduces (paper 002, tables 1-2; paper
 * it confers little robustness to the iterative iter. l.l. attack;
 * PGD training gives the highest PGD accuracy.
 
-Run ``python examples/kurakin_training.py`` (about 3 minutes on one CPU core) or with
-``--quick`` (a smaller run in well under a minute).
+The network is a small CNN with batch normalisation, which Kurakin et al. recommend for
+adversarial training. Run ``python examples/kurakin_training.py`` (a few minutes on one CPU
+core) or with ``--quick`` (500 training images, 5 epochs: under a minute).
 """
 
 from __future__ import annotations
@@ -26,19 +27,34 @@ import time
 from typing import Any
 
 import torch
+from torch import nn
 
 from advrobust.attacks import PGD, IterLL, StepLL
-from advrobust.data import load_dataset
-from advrobust.models import create_model
+from advrobust.data import load_dataset, nested_balanced_subsets
+from advrobust.models import Normalize
 from advrobust.training import AdversarialTrainer, TrainConfig
 
 EPS = 0.2  # default radius on the [0, 1] pixel scale of digits (16 grey levels; MNIST uses 0.3)
 
 
-def make_model(mean: tuple[float, ...], std: tuple[float, ...], seed: int) -> torch.nn.Module:
+def make_model(mean: tuple[float, ...], std: tuple[float, ...], seed: int) -> nn.Module:
+    """A small CNN with batch normalisation (Kurakin recommends BatchNorm, sec. 3)."""
     torch.manual_seed(seed)
-    return create_model(
-        "simple-cnn", in_channels=1, input_size=8, num_classes=10, normalize=(mean, std)
+    return nn.Sequential(
+        Normalize(mean, std),
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 2 * 2, 10),
     )
 
 
@@ -74,10 +90,12 @@ def run(
     torch.set_num_threads(1)
     train = load_dataset("digits", split="train")
     test = load_dataset("digits", split="test")
-    epochs = 6 if quick else 20
+    epochs = 5 if quick else 15
     x_tr, y_tr = train.data, train.targets
     x_te, y_te = test.data, test.targets
-    if quick:
+    if quick:  # a balanced subset of 500 training and the first 200 test images
+        keep = torch.as_tensor(nested_balanced_subsets(y_tr, [500], seed=seed)[0])
+        x_tr, y_tr = x_tr[keep], y_tr[keep]
         x_te, y_te = x_te[:200], y_te[:200]
     results: dict[str, dict[str, float]] = {}
     for name, cfg in configs(epochs, seed, eps).items():
@@ -131,8 +149,10 @@ def main() -> None:
         f"(clean {100 * und['clean']:.1f}% -> {100 * kur['clean']:.1f}%)"
     )
     print(
-        f"iter. l.l. accuracy of the step-l.l.-trained model: {100 * kur['iter. l.l.']:.1f}% "
-        f"(single-step training does not confer iterative robustness)"
+        f"iterative attacks on the step-l.l.-trained model: iter. l.l. "
+        f"{100 * kur['iter. l.l.']:.1f}% (PGD-AT: {100 * pgd['iter. l.l.']:.1f}%), PGD "
+        f"{100 * kur['PGD']:.1f}% (PGD-AT: {100 * pgd['PGD']:.1f}%): single-step training "
+        f"does not confer iterative robustness"
     )
     print(
         f"PGD accuracy: undefended {100 * und['PGD']:.1f}%, step l.l. {100 * kur['PGD']:.1f}%, "

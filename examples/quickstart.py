@@ -1,6 +1,6 @@
 """Quickstart: train a small CNN on scikit-learn's digits and attack it.
 
-    python examples/quickstart.py           # ~1 minute on a laptop CPU
+    python examples/quickstart.py           # a few minutes on a laptop CPU
     python examples/quickstart.py --quick   # a few seconds
 
 Trains the Carlini-Wagner "simple CNN" on the 8x8 digits (bundled with scikit-learn: nothing to
@@ -63,9 +63,8 @@ def main() -> None:
     )
     attacks: list[Attack] = [
         FGSM(model, eps),
-        BIM(
-            model, eps
-        ),  # Kurakin's defaults: alpha = 1/255, round(min(eps*255+4, 1.25*eps*255)) steps
+        # Kurakin's defaults: alpha = 1/255 and round(min(eps*255 + 4, 1.25*eps*255)) steps
+        BIM(model, eps),
         PGD(model, eps, alpha=0.025, steps=20),
         PGD(model, 1.0, alpha=0.2, steps=20, norm="l2"),
         cw,
@@ -74,7 +73,9 @@ def main() -> None:
     print(f"{'attack':<70} {'success':>8} {'mean L2':>8} {'mean Linf':>9} {'time':>7}")
     for atk in attacks:
         t = time.perf_counter()
-        res = atk.run(x, y, generator=torch.Generator().manual_seed(args.seed))
+        # CW's defaults spend up to 9 x 1,000 steps: on the full run it sees the first 25 images
+        xs, ys = (x[:25], y[:25]) if isinstance(atk, CWL2) and not args.quick else (x, y)
+        res = atk.run(xs, ys, generator=torch.Generator().manual_seed(args.seed))
         dt = time.perf_counter() - t
         ok = res.success
         l2 = res.l2[ok].mean().item() if ok.any() else float("nan")
@@ -83,6 +84,8 @@ def main() -> None:
         name = name if len(name) <= 70 else name[:67] + "..."
         print(f"{name:<70} {res.success_rate:>8.3f} {l2:>8.3f} {linf:>9.3f} {dt:>6.1f}s")
     print("\n(mean L2 / Linf over the successful examples; CWL2 is unbounded and minimises L2)")
+    if not args.quick:
+        print("(CWL2 with its documented defaults ran on the first 25 of the images)")
 
 
 if __name__ == "__main__":

@@ -16,12 +16,13 @@ Every command maps onto the Python API (:mod:`advrobust.study`); errors print on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,14 +157,17 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
         config = config.replace(threads=args.threads)
     out = Path(args.out) if args.out else Path(f"study-{config.name}")
     start = time.perf_counter()
-    result = run_study(
-        config,
-        out,
-        shard=args.shard,
-        progress=not args.no_progress,
-        device=args.device,
-        stream=sys.stdout,
-    )
+    with _process_group():
+        result = run_study(
+            config,
+            out,
+            shard=args.shard,
+            progress=not args.no_progress,
+            device=args.device,
+            stream=sys.stdout,
+        )
+    if result.summary == "" and not result.rows:  # a rank > 0 under torchrun: rank 0 reports
+        return 0
     elapsed = time.perf_counter() - start
     print(
         f"ran {len(result.cells_run)} cell(s), skipped {len(result.cells_skipped)} finished "
@@ -171,6 +175,25 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
         + ("" if result.complete else "; the grid is not complete in this folder yet")
     )
     return 0
+
+
+@contextlib.contextmanager
+def _process_group() -> Iterator[None]:
+    """Under torchrun (WORLD_SIZE > 1), initialise torch.distributed for the run."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available() or dist.is_initialized():
+        yield
+        return
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def _cmd_study_merge(args: argparse.Namespace) -> int:

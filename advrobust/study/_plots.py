@@ -103,11 +103,21 @@ def plot_results(
                         )
             ax.set_title(label, fontsize=10)
             ax.set_xlabel("training-set size")
+            sizes = sorted({int(r["subset_size"]) for r in sub})
+            if len(sizes) > 1 and sizes[-1] >= 8 * sizes[0]:
+                # nested subsets usually grow geometrically: a log axis spaces them evenly
+                ax.set_xscale("log")
+                ax.set_xticks(sizes, [str(s) for s in sizes], fontsize=7)
+                ax.minorticks_off()
             ax.grid(True, alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
+                ax.legend(fontsize=6, loc="best")
         heading = title if title is not None else study
-        fig.suptitle(f"{heading}: {dataset}, recipe {recipe} (★ turning point)", fontsize=11)
+        fig.suptitle(
+            f"{heading} ({dataset}), recipe {recipe}: accuracy and robustness against "
+            f"training-set size (★ turning point)",
+            fontsize=11,
+        )
         fig.tight_layout()
         for fmt in formats:
             path = out_dir / f"{study}-{recipe}.{fmt}"

@@ -168,7 +168,7 @@ def _robustness_rows(
 def build_rows(config: StudyConfig, out_dir: str | Path) -> list[dict[str, Any]]:
     """The tidy rows of every finished cell (and group task) in ``out_dir``, in grid order.
 
-    One row per (dataset, subset size, model, recipe, metric[, Delta][, target]) with the
+    One row per dataset, subset size, model, recipe and metric (and Delta or target) with the
     attack's ``repr`` and constructor config. Robustness scores (eq. 4) appear only for groups
     whose cells are all finished.
     """

@@ -108,7 +108,8 @@ def _prepare_out_dir(config: StudyConfig, out_dir: Path) -> None:
                 f"Use another --out folder, or delete {out_dir} to start over."
             )
         return
-    if out_dir.exists() and any(out_dir.iterdir()):
+    # (hidden temporary files of a concurrent shard creating the same folder do not count)
+    if out_dir.exists() and any(not p.name.startswith(".") for p in out_dir.iterdir()):
         raise StudyConfigMismatchError(
             f"{out_dir} is not empty and holds no {_STATE}; refusing to write a study into it. "
             f"Choose an empty or new --out folder."
@@ -138,16 +139,49 @@ def _load_state_config(out_dir: Path) -> StudyConfig:
 
 
 # --------------------------------------------------------------------------------------------
+# torch.distributed (torchrun): every rank trains each cell together (the trainer's DDP);
+# rank 0 alone evaluates and writes records; the others wait at a barrier.
+
+
+def _dist() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------------------------
 # devices, data, models
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
+    """``auto`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``.
+
+    Under torchrun (an initialised process group with several ranks) a plain ``cuda`` becomes
+    ``cuda:LOCAL_RANK``.
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    is_cuda = str(dev.type) == "cuda"
+    if is_cuda and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was requested but CUDA is not available")
+    return _per_rank(dev)
+
+
+def _per_rank(dev: torch.device) -> torch.device:
+    import os
+
+    if str(dev) == "cuda" and _dist()[1] > 1:  # no explicit index given
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return dev
 
 
@@ -429,8 +463,10 @@ def _train_cell(
     if last.is_file():
         trainer.resume(last)
     trainer.fit(loader, progress=progress)
-    save_state_dict(folder / "model.pt", model.state_dict())
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if _dist()[0] == 0:
+        save_state_dict(folder / "model.pt", model.state_dict())
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    _barrier()
 
 
 @contextlib.contextmanager
@@ -543,13 +579,16 @@ def _evaluate_cell(
         tick()
 
     if "adversarial-accuracy" in ev.metrics:
-        attack = make_attack(ev.delta_attack, model, "delta_attack")
-        info = _attack_info(attack)
+        base = make_attack(ev.delta_attack, model, "delta_attack")
+        # the attack at eps = Delta, as run and as logged (CW-L2 has no eps: run as is)
+        per_delta = [
+            base.replace(eps=delta) if "eps" in base.config() else base for delta in ev.deltas
+        ]
         part = _done(folder, "adversarial-accuracy")
         if part is None:
             with _eval_part(folder, "adversarial-accuracy") as part:
                 values = []
-                for delta in ev.deltas:
+                for delta, attack in zip(ev.deltas, per_delta, strict=True):
                     ares = M.adversarial_accuracy(
                         model,
                         (xe, ye),
@@ -560,8 +599,9 @@ def _evaluate_cell(
                         generator=gen,
                     )
                     values.append(float(ares.value))
-                part["values"], part["norm"] = values, attack.norm
-        for delta, value in zip(ev.deltas, part["values"], strict=True):
+                part["values"], part["norm"] = values, base.norm
+        for delta, value, attack in zip(ev.deltas, part["values"], per_delta, strict=True):
+            info = _attack_info(attack)
             rows.append(
                 {
                     "metric": "adversarial_accuracy",
@@ -652,11 +692,15 @@ def _run_cell(
     bar: Any,
 ) -> None:
     folder = cell_dir(out_dir, cell)
-    folder.mkdir(parents=True, exist_ok=True)
+    rank = _dist()[0]
+    if rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     seed = cell_seed(config.seed, cell.key)
     args = _model_args(config, cell, data)
-    atomic_write_json(folder / "model.json", args)
+    if rank == 0:
+        atomic_write_json(folder / "model.json", args)
+    _barrier()
     model = build_model(args, seed=seed).to(device)
     weights = folder / "model.pt"
     # Everything drawn from torch's global RNG inside the cell (dropout masks, ...) is seeded
@@ -671,6 +715,9 @@ def _run_cell(
             _train_cell(config, cell, folder, model, data, device, seed, progress)
         if bar is not None:
             bar.update(1)
+        if rank != 0:
+            _barrier()  # rank 0 evaluates and writes the record
+            return
         torch.manual_seed(seed + 1)
         rows, extra = _evaluate_cell(config, cell, folder, model, data, device, seed, progress, bar)
     save_arrays(folder / "per_example.npz", extra["per_example"])
@@ -690,6 +737,7 @@ def _run_cell(
         "device": str(device),
     }
     atomic_write_json(folder / "cell.json", record)
+    _barrier()
 
 
 # --------------------------------------------------------------------------------------------
@@ -883,7 +931,11 @@ def _run_study(
 ) -> StudyResult:
     data = _load_data(config)
     _check_config_buildable(config, data)
-    _prepare_out_dir(config, out_dir)
+    rank, _world = _dist()
+    if rank == 0:
+        _prepare_out_dir(config, out_dir)
+    _barrier()
+    progress = progress and rank == 0
     dev = resolve_device(device or config.device)
     cells = shard_cells(enumerate_cells(config), shard)
     done = finished_cells(out_dir, cells)
@@ -904,11 +956,17 @@ def _run_study(
                     stage.close()
             ran.append(cell.key)
             bars.advance(cell.key)
-        for key, members in _pending_groups(config, out_dir, shard):
-            _run_transfer(config, key, members, out_dir, data, dev)
+        if rank == 0:
+            for key, members in _pending_groups(config, out_dir, shard):
+                _run_transfer(config, key, members, out_dir, data, dev)
     finally:
         bars.close()
-    return _write_outputs(config, out_dir, ran, skipped, stream)
+    if rank != 0:
+        _barrier()
+        return StudyResult(out_dir, [], [], "", ran, skipped, False)
+    result = _write_outputs(config, out_dir, ran, skipped, stream)
+    _barrier()
+    return result
 
 
 def merge_studies(

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .._validate import describe, model_state_guard
+from ..attacks import Attack
 from ._checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ._config import TrainConfig, _thaw
 from ._distributed import (
@@ -325,7 +327,7 @@ class AdversarialTrainer:
         *,
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-        attack: Any = None,
+        attack: Attack | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None,
         device: torch.device | str | None = None,
         loss_fn: LossFn | None = None,
@@ -372,7 +374,7 @@ class AdversarialTrainer:
         self.regularizer = regularizer
 
         #: The attack that makes the training examples (it attacks :attr:`model`).
-        self.attack: Any = (
+        self.attack: Attack = (
             self._check_attack(attack, "attack")
             if attack is not None
             else self._build_attack(_thaw(config.attack))
@@ -417,9 +419,7 @@ class AdversarialTrainer:
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
 
     # ------------------------------------------------------------------ construction helpers
-    def _check_attack(self, attack: Any, name: str) -> Any:
-        from ..attacks import Attack
-
+    def _check_attack(self, attack: object, name: str) -> Attack:
         if not isinstance(attack, Attack):
             raise TypeError(f"{name} must be an advrobust Attack, got {describe(attack)}")
         if attack.model is not self.model:
@@ -430,14 +430,15 @@ class AdversarialTrainer:
             )
         return attack
 
-    def _build_attack(self, spec: dict[str, Any]) -> Any:
+    def _build_attack(self, spec: dict[str, Any]) -> Attack:
         from .. import attacks
 
         name = spec.pop("name")
         cls = getattr(attacks, name, None)
-        if cls is None:
+        if not (isinstance(cls, type) and issubclass(cls, Attack)):
             raise ValueError(f"config.attack names an unknown attack {name!r}")
-        return cls(self.model, **spec)
+        built: Attack = cls(self.model, **spec)
+        return built
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -589,8 +590,13 @@ class AdversarialTrainer:
         dtype = torch.bfloat16 if amp == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=amp != "none")
 
-    def train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int, Tensor, Tensor]:
+    def train_step(
+        self, x: Tensor, y: Tensor, *, nominal_batch: int | None = None
+    ) -> tuple[Tensor, Tensor, int, Tensor, Tensor]:
         """One step of algorithm 1 on a minibatch ``(x, y)``.
+
+        With an int ``config.k`` and a batch smaller than ``nominal_batch`` (the last batch of
+        an epoch), ``k`` is scaled to the same share: ``round(k * m / nominal_batch)``.
 
         Returns:
             ``(loss, x_mixed, k, replaced, figures)`` where ``figures`` is a device tensor
@@ -598,7 +604,12 @@ class AdversarialTrainer:
         """
         cfg = self.config
         m = x.shape[0]
-        k = 0 if self.step < cfg.delay else cfg.num_replaced(m)
+        if self.step < cfg.delay:
+            k = 0
+        elif cfg.k is not None and nominal_batch is not None and m < nominal_batch:
+            k = round(cfg.num_replaced(nominal_batch) * m / nominal_batch)
+        else:
+            k = cfg.num_replaced(m)
         replaced, kept = split_indices(
             m, k, cfg.selection, generator=self.generator, device=x.device
         )
@@ -661,7 +672,7 @@ class AdversarialTrainer:
         epochs: int | None = None,
         val_data: Any = None,
         *,
-        val_attack: Any = None,
+        val_attack: Attack | None = None,
         callbacks: Sequence[Callback] = (),
         progress: bool = True,
     ) -> History:
@@ -708,7 +719,7 @@ class AdversarialTrainer:
         )
         self.stop_training = False
         bar = self._progress_bar(loader, total, progress)
-        written_epoch = -1
+        written_epoch = self.epoch
         try:
             while self.epoch < total and not self.stop_training:
                 stats = self._run_epoch(loader, val_loader, val_attack, callbacks, bar)
@@ -765,7 +776,7 @@ class AdversarialTrainer:
         self,
         loader: Iterable[Any],
         val_loader: Iterable[Any] | None,
-        val_attack: Any,
+        val_attack: Attack | None,
         callbacks: Sequence[Callback],
         bar: Any,
     ) -> EpochStats:
@@ -800,9 +811,13 @@ class AdversarialTrainer:
         self.model.train()
         self._committed_rng = _get_rng_state(self.generator)
         batch_index = skip
+        bs = getattr(loader, "batch_size", None)
+        nominal: int | None = bs if isinstance(bs, int) and not isinstance(bs, bool) else None
         for batch in iterator:
             x, y = self._unpack(batch, "train_data")
-            loss, x_in, k, replaced, figures = self.train_step(x, y)
+            if nominal is None:
+                nominal = x.shape[0]
+            loss, x_in, k, replaced, figures = self.train_step(x, y, nominal_batch=nominal)
             sums += figures
             steps += 1
             self.step += 1
@@ -859,7 +874,20 @@ class AdversarialTrainer:
         self.history.append(stats)
         if bar is not None:
             bar.set_postfix(self._running(sums), refresh=True)
+            bar.write(self._summary(stats), file=sys.stderr)
         return stats
+
+    def _summary(self, s: EpochStats) -> str:
+        def pct(v: float | None) -> str:
+            return "-" if v is None else f"{100 * v:.1f}%"
+
+        text = (
+            f"epoch {s.epoch}: loss {s.loss:.4f}, train clean {pct(s.train_clean_acc)}, "
+            f"adv {pct(s.train_adv_acc)}"
+        )
+        if s.val_clean_acc is not None:
+            text += f" | val clean {pct(s.val_clean_acc)}, adv {pct(s.val_adv_acc)}"
+        return text + f" ({s.seconds:.1f} s)"
 
     @staticmethod
     def _running(sums: Tensor) -> dict[str, str]:
@@ -872,7 +900,7 @@ class AdversarialTrainer:
         return out
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, data: Any, *, attack: Any = None) -> tuple[float, float]:
+    def evaluate(self, data: Any, *, attack: Attack | None = None) -> tuple[float, float]:
         """Clean and adversarial accuracy of the model on ``data`` (eval mode).
 
         Adversarial examples use ``attack`` (default: the training attack at its

@@ -27,7 +27,7 @@ def tiny_config(**changes: object) -> StudyConfig:
             ModelSpec("mlp", {"hidden": 32}, label="mlp"),
             ModelSpec("simple-cnn", {"width": 0.25}, label="cnn"),
         ),
-        "training": TrainingSpec(epochs=3, batch_size=16, lr=3e-3),
+        "training": TrainingSpec(epochs=5, batch_size=16, lr=1e-2),
         "evaluation": EvalSpec(
             num_examples=24,
             accuracy_examples=200,

@@ -58,6 +58,7 @@ def test_study_config_optional_none_fields_survive_toml() -> None:
 def test_study_config_fingerprint_ignores_device_and_description() -> None:
     a = _config()
     assert a.fingerprint() == _config(device="cpu", description="other").fingerprint()
+    assert a.fingerprint() == _config(threads=3).fingerprint()
     assert a.fingerprint() != _config(seed=1).fingerprint()
     assert a.fingerprint() != _config(data=DataSpec(sizes=(20, 41))).fingerprint()
 
@@ -91,6 +92,7 @@ def test_study_config_fingerprint_ignores_device_and_description() -> None:
         ),
         ({"device": "gpu"}, "device", "cuda"),
         ({"seed": -1}, "seed", ">= 0"),
+        ({"threads": 0}, "threads", ">= 1"),
         ({"colour": "red"}, "colour", "unknown key"),
     ],
 )

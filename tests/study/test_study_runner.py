@@ -64,6 +64,7 @@ def test_study_run_writes_everything(tiny: tuple[StudyConfig, StudyResult]) -> N
     adv = [r for r in rows if r["metric"] == "adversarial_accuracy"]
     assert {r["delta"] for r in adv} == {0.1, 0.2}
     assert all(r["attack"].startswith("BIM(") and r["attack_config"]["steps"] == 5 for r in adv)
+    assert all(r["attack_config"]["eps"] == r["delta"] for r in adv)
     for r in rows:
         if r["metric"] in ("accuracy", "adversarial_accuracy"):
             assert 0.0 <= r["value"] <= 1.0
@@ -80,7 +81,11 @@ def test_study_run_writes_everything(tiny: tuple[StudyConfig, StudyResult]) -> N
 
 def test_study_rerun_skips_finished_cells(tiny: tuple[StudyConfig, StudyResult]) -> None:
     config, result = tiny
-    again = run_study(config.replace(device="cpu"), result.out_dir, progress=False, stream=None)
+    before = torch.get_num_threads()
+    again = run_study(
+        config.replace(device="cpu", threads=2), result.out_dir, progress=False, stream=None
+    )
+    assert torch.get_num_threads() == before  # the thread setting is restored
     assert again.cells_run == []
     assert sorted(again.cells_skipped) == sorted(result.cells_run)
     assert _values(again.rows) == _values(result.rows)
@@ -189,3 +194,48 @@ def test_study_merge_refuses_different_studies(
     )
     with pytest.raises(StudyConfigMismatchError, match="seed: 0 -> 3"):
         merge_studies([result.out_dir, other], tmp_path / "m", stream=None)
+
+
+def test_study_adversarial_recipes_and_cross_model_metrics(
+    tmp_path: Path, make_config: Callable[..., StudyConfig]
+) -> None:
+    from advrobust.study import AttackSpec, DataSpec, EvalSpec, ModelSpec, RecipeSpec
+
+    config = make_config(
+        name="extra",
+        data=DataSpec(name="digits", sizes=(60,)),
+        models=(
+            ModelSpec("mlp", {"hidden": 16}, label="a"),
+            ModelSpec("mlp", {"hidden": 24}, label="b"),
+        ),
+        recipes=(
+            RecipeSpec("clean"),
+            RecipeSpec("kurakin", "kurakin", {"k": 8}),
+            RecipeSpec("pgd", "pgd-at", {"attack": {"name": "PGD", "steps": 2}}),
+        ),
+        evaluation=EvalSpec(
+            metrics=("accuracy", "transfer-matrix", "label-leak", "deepsec"),
+            num_examples=16,
+            transfer_attack=AttackSpec("FGSM", {"eps": 0.1}),
+            deepsec_attack=AttackSpec("PGD", {"eps": 0.1, "steps": 3}),
+        ),
+    )
+    # shards: the transfer matrices need both models of a (size, recipe): they run at merge
+    for i in range(2):
+        run_study(config, tmp_path / f"s{i}", shard=f"{i}/2", progress=False, stream=None)
+    merged = merge_studies([tmp_path / "s0", tmp_path / "s1"], tmp_path / "m", stream=None)
+    rows = merged.rows
+    assert merged.complete
+    transfer = [r for r in rows if r["metric"] == "transfer_rate"]
+    # 3 recipes x 2 ordered pairs
+    assert len(transfer) == 6
+    assert {(r["model"], r["target"]) for r in transfer} == {("a", "b"), ("b", "a")}
+    assert all(r["attack"].startswith("FGSM(") for r in transfer)
+    assert all(math.isnan(r["value"]) or 0.0 <= r["value"] <= 1.0 for r in transfer)
+    leak = [r for r in rows if r["metric"] == "label_leak_count"]
+    assert len(leak) == 6
+    assert all(r["value"] == int(r["value"]) and 0 <= r["value"] <= 16 for r in leak)
+    deepsec = {r["metric"] for r in rows if r["metric"].startswith("deepsec_")}
+    assert len(deepsec) >= 5
+    assert {r["recipe"] for r in rows} == {"clean", "kurakin", "pgd"}
+    assert (tmp_path / "m" / "groups").is_dir()

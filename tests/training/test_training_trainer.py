@@ -273,6 +273,14 @@ def test_training_trainer_pgd_at_delay_labels_amp_and_loaders():
     assert History.from_dict(h.to_dict()).to_dict() == h.to_dict()
 
 
+def test_training_trainer_int_k_scales_on_the_last_partial_batch():
+    x, y = _data(40)
+    rec = _Record()
+    cfg = TrainConfig.kurakin(k=8, epochs=1, batch_size=16)
+    AdversarialTrainer(_mlp(), cfg).fit((x, y), callbacks=[rec], progress=False)
+    assert [b.num_adv for b in rec.batches] == [8, 8, 4]
+
+
 def test_training_trainer_validation_and_progress_bar(capsys):
     x, y = _data(64)
     model = _mlp()
@@ -281,4 +289,5 @@ def test_training_trainer_validation_and_progress_bar(capsys):
     assert all(0.0 <= v <= 1.0 for v in h.val_clean_acc + h.val_adv_acc)
     clean, adv = tr.evaluate((x, y), attack=FGSM(model, eps=0.1))
     assert (clean, adv) == (h[-1].val_clean_acc, h[-1].val_adv_acc)
-    assert "epoch 2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "epoch 2" in err and "val clean" in err
