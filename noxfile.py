@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``benchmarks``, ``study``.
+"""Developer sessions: tests, tests_slow, lint, typecheck, docs, benchmarks, study (the main job).
 
 Every session installs torch==2.13.0 first (a CPU build where one lies on the machine's disk), so
 that the package's own range requirement on torch never pulls a multi-GB CUDA build.
@@ -41,7 +41,7 @@ def tests_slow(session: nox.Session) -> None:
 @nox.session(python=PY)
 def lint(session: nox.Session) -> None:
     """Ruff lint and format check."""
-    session.install("ruff>=0.5")
+    session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 

@@ -114,7 +114,9 @@ def check_images(
             f"{x.dtype}; convert integer images with x.float() / 255"
         )
     if x.dim() < 2:
-        raise ValueError(f"{name} must have a batch dimension and at least 2 dims, got {describe(x)}")
+        raise ValueError(
+            f"{name} must have a batch dimension and at least 2 dims, got {describe(x)}"
+        )
     if x.numel() == 0 or x.device.type == "meta":
         return x
     finite = torch.isfinite(x).all()
@@ -221,6 +223,6 @@ def model_state_guard(model: nn.Module, *, train: bool = False) -> Iterator[nn.M
     finally:
         for m, flag in flags:
             m.training = flag
-        for p, req, g in zip(params, requires, grads):
+        for p, req, g in zip(params, requires, grads, strict=True):
             p.requires_grad_(req)
             p.grad = g

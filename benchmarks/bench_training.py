@@ -15,8 +15,9 @@ same process:
 * PGD-7: that, plus seven forward/backward passes to the input on all 32 examples.
 
 The ratio trainer time / floor time is the overhead of the trainer (and of the attack's
-input checks and bookkeeping); the goal is at most 1.15. Timings are medians over interleaved
-repeats, so other load on the machine affects both sides alike.
+input checks and bookkeeping); the goal is at most 1.15. Each figure is the best of several
+interleaved repeats (the least disturbed by other load on the machine, as ``timeit``
+recommends).
 
 Usage: ``python benchmarks/bench_training.py [--quick] [--threads N]``.
 """
@@ -24,7 +25,6 @@ Usage: ``python benchmarks/bench_training.py [--quick] [--threads N]``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
@@ -132,13 +132,13 @@ def main() -> None:
         for _ in range(repeats):  # interleaved: the same machine load for both
             t_floor_runs.append(timed(f_run))
             t_train_runs.append(timed(t_run))
-        t_floor = statistics.median(t_floor_runs)
-        t_train = statistics.median(t_train_runs)
+        t_floor = min(t_floor_runs)
+        t_train = min(t_train_runs)
         rows.append((name, n / t_train, n / t_floor, t_train / t_floor))
 
     print(
         f"AdversarialTrainer throughput, simple-cnn on 3x{size}x{size}, batch {M}, "
-        f"{steps} steps per run, {args.threads} thread(s), median of {repeats}"
+        f"{steps} steps per run, {args.threads} thread(s), best of {repeats}"
     )
     print("| recipe | trainer samples/s | floor samples/s | ratio (trainer / floor time) |")
     print("|---|---:|---:|---:|")

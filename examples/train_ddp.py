@@ -2,7 +2,8 @@
 
 The same script runs
 
-* on CPUs with the gloo backend: ``torchrun --nproc_per_node=2 examples/train_ddp.py``
+* on CPUs with the gloo backend:
+  ``torchrun --standalone --nproc_per_node=2 examples/train_ddp.py``
 * on GPUs with the nccl backend (one process per GPU): the same command on a CUDA machine;
 * as a single process without torchrun: ``python examples/train_ddp.py``.
 
@@ -23,16 +24,43 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from advrobust.attacks import PGD
 from advrobust.data import load_dataset
-from advrobust.models import create_model
+from advrobust.models import Normalize
 from advrobust.training import AdversarialTrainer, TrainConfig
+
+
+def make_model(mean: tuple[float, ...], std: tuple[float, ...]) -> nn.Module:
+    """A small CNN with batch normalisation for the 8x8 digits."""
+    return nn.Sequential(
+        Normalize(mean, std),
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 2 * 2, 10),
+    )
 
 
 def setup() -> torch.device:
     """Initialise the process group when launched by torchrun; return this rank's device."""
     launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if launched and os.environ.get("MASTER_PORT") == "0":
+        # torchrun hands --master_port=0 to the workers unchanged, and they would wait forever
+        raise SystemExit(
+            "MASTER_PORT is 0: launch with `torchrun --standalone --nproc_per_node=N ...` (which "
+            "picks a free port) or give --master_port a real port number"
+        )
     cuda = torch.cuda.is_available()
     if cuda:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -68,13 +96,7 @@ def main() -> None:
         test = load_dataset("digits", split="test")
         epochs = args.epochs or (2 if args.quick else 15)
         torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts)
-        model = create_model(
-            "simple-cnn",
-            in_channels=1,
-            input_size=8,
-            num_classes=10,
-            normalize=(train.mean, train.std),
-        ).to(device)
+        model = make_model(train.mean, train.std).to(device)
         cfg = TrainConfig.kurakin(
             epochs=epochs,
             batch_size=32 // world if world <= 32 else 1,
@@ -93,7 +115,7 @@ def main() -> None:
             x_te, y_te = x_te[:128], y_te[:128]
         history = trainer.fit(
             (train.data, train.targets),
-            val_data=(x_te, y_te),
+            val_loader=(x_te, y_te),
             val_attack=PGD(model, eps=0.2, alpha=0.025, steps=10),
             progress=rank == 0 and not args.quick,
         )

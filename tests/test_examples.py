@@ -1,4 +1,4 @@
-"""Every script in ``examples/`` runs to completion on its ``--quick`` settings, and so does the notebook."""
+"""Every script in ``examples/`` runs on its ``--quick`` settings, and so does the notebook."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ LAUNCH = {
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({"MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "error"})
-    # torchrun's own launcher may warn about OMP_NUM_THREADS; the example itself runs with errors on.
     return env
 
 

@@ -477,7 +477,7 @@ class AdversarialTrainer:
 
     # ------------------------------------------------------------------ data
     def make_loader(
-        self, data: Any, *, shuffle: bool = True, name: str = "train_data"
+        self, data: Any, *, shuffle: bool = True, name: str = "train_loader"
     ) -> Iterable[Any]:
         """The batches the trainer iterates for ``data``.
 
@@ -668,9 +668,9 @@ class AdversarialTrainer:
     # ------------------------------------------------------------------ fit
     def fit(
         self,
-        train_data: Any,
+        train_loader: Any,
         epochs: int | None = None,
-        val_data: Any = None,
+        val_loader: Any = None,
         *,
         val_attack: Attack | None = None,
         callbacks: Sequence[Callback] = (),
@@ -684,9 +684,9 @@ class AdversarialTrainer:
         ``config.checkpoint_every`` epochs and at the end.
 
         Args:
-            train_data: training data (see :meth:`make_loader`).
+            train_loader: training data (see :meth:`make_loader`).
             epochs: total number of epochs (``config.epochs`` if None).
-            val_data: optional validation data, evaluated after every epoch.
+            val_loader: optional validation data, evaluated after every epoch.
             val_attack: attack for the validation adversarial accuracy (must attack the
                 trained model); default: the training attack at its construction eps.
             callbacks: :class:`Callback` objects (batch and epoch ends).
@@ -711,10 +711,10 @@ class AdversarialTrainer:
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be Callback instances, got {describe(cb)}")
-        loader = self.make_loader(train_data, shuffle=True, name="train_data")
-        val_loader = (
-            self.make_loader(val_data, shuffle=False, name="val_data")
-            if val_data is not None
+        loader = self.make_loader(train_loader, shuffle=True, name="train_loader")
+        val_batches = (
+            self.make_loader(val_loader, shuffle=False, name="val_loader")
+            if val_loader is not None
             else None
         )
         self.stop_training = False
@@ -722,7 +722,7 @@ class AdversarialTrainer:
         written_epoch = self.epoch
         try:
             while self.epoch < total and not self.stop_training:
-                stats = self._run_epoch(loader, val_loader, val_attack, callbacks, bar)
+                stats = self._run_epoch(loader, val_batches, val_attack, callbacks, bar)
                 for cb in callbacks:
                     cb.on_epoch_end(self, stats)
                 every = self.config.checkpoint_every
@@ -808,13 +808,14 @@ class AdversarialTrainer:
             self._resume_partial = None
             if bar is not None:
                 bar.update(skip)
-        self.model.train()
+        if not self.model.training:  # keep the flags of deliberately frozen children (BN)
+            self.model.train()
         self._committed_rng = _get_rng_state(self.generator)
         batch_index = skip
         bs = getattr(loader, "batch_size", None)
         nominal: int | None = bs if isinstance(bs, int) and not isinstance(bs, bool) else None
         for batch in iterator:
-            x, y = self._unpack(batch, "train_data")
+            x, y = self._unpack(batch, "train_loader")
             if nominal is None:
                 nominal = x.shape[0]
             loss, x_in, k, replaced, figures = self.train_step(x, y, nominal_batch=nominal)

@@ -29,7 +29,7 @@ def main() -> None:
         model = build(mode)
         cfg = config(mode, per_rank_batch=8)
         trainer = AdversarialTrainer(model, cfg, checkpoint_dir=Path(out) / "ckpt")
-        history = trainer.fit((x, y), val_data=(x[:40], y[:40]), progress=False)
+        history = trainer.fit((x, y), val_loader=(x[:40], y[:40]), progress=False)
         torch.save(
             {"state": model.state_dict(), "history": history.to_dict()},
             Path(out) / f"rank{rank}.pt",

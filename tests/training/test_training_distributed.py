@@ -57,7 +57,7 @@ def test_training_distributed_two_gloo_ranks_match_single_process(tmp_path):
     x, y = data()
     ref = build("nobn")
     h = AdversarialTrainer(ref, config("nobn", per_rank_batch=16)).fit(
-        (x, y), val_data=(x[:40], y[:40]), progress=False
+        (x, y), val_loader=(x[:40], y[:40]), progress=False
     )
     for k, v in ref.state_dict().items():
         assert torch.allclose(v, s0[k], rtol=1e-5, atol=1e-6), k

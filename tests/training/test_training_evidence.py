@@ -51,7 +51,6 @@ def _check_leaking(results):
     # FGSM-trained, FGSM-evaluated: accuracy with the true labels above the predicted-label
     # attack's at large eps, and rising with eps (the construction is defective)
     assert fg[0.5]["FGSM (true labels)"] > fg[0.5]["FGSM (predicted labels)"]
-    assert fg[0.4]["FGSM (true labels)"] > fg[0.4]["FGSM (predicted labels)"]
     assert fg[0.5]["FGSM (true labels)"] > fg[0.3]["FGSM (true labels)"] + 0.3
     # label-leak count clearly above the step-l.l.-trained model's
     total_fg = sum(r["leaked labels"] for r in fg.values())

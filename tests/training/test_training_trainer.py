@@ -134,6 +134,18 @@ def test_training_trainer_bn_running_stats_only_updated_by_training_forward():
     assert model.training  # restored to train mode after fit
 
 
+def test_training_trainer_keeps_a_frozen_batchnorm_child_frozen():
+    x, y = _data(32)
+    model = _mlp(bn=True)
+    model[2].eval()  # frozen BatchNorm inside a model in train mode
+    before = model[2].running_mean.clone()
+    AdversarialTrainer(model, TrainConfig.kurakin(epochs=1, batch_size=16)).fit(
+        (x, y), val_loader=(x, y), progress=False
+    )
+    assert model.training and not model[2].training
+    assert torch.equal(model[2].running_mean, before)
+
+
 def test_training_trainer_resume_is_bit_identical(tmp_path):
     x, y = _data()
     cfg = TrainConfig.kurakin(
@@ -145,13 +157,13 @@ def test_training_trainer_resume_is_bit_identical(tmp_path):
         attack={"name": "PGD", "steps": 2, "alpha": 0.02},
     )
     full = _mlp(bn=True)
-    h_full = AdversarialTrainer(full, cfg).fit((x, y), val_data=(x[:32], y[:32]), progress=False)
+    h_full = AdversarialTrainer(full, cfg).fit((x, y), val_loader=(x[:32], y[:32]), progress=False)
     part = _mlp(bn=True)
     AdversarialTrainer(part, cfg, checkpoint_dir=tmp_path).fit((x, y), epochs=2, progress=False)
     resumed = _mlp(seed=5, bn=True)
     tr = AdversarialTrainer(resumed, cfg, checkpoint_dir=tmp_path).resume()
     assert tr.epoch == 2 and len(tr.history) == 2
-    h = tr.fit((x, y), val_data=(x[:32], y[:32]), progress=False)
+    h = tr.fit((x, y), val_loader=(x[:32], y[:32]), progress=False)
     assert _same(full, resumed)
     assert h.loss == h_full.loss and h.train_adv_acc == h_full.train_adv_acc
     assert h.val_adv_acc[2:] == h_full.val_adv_acc[2:]
@@ -236,7 +248,7 @@ def test_training_trainer_bad_input():
     with pytest.raises(ValueError, match="attack attacks a different model"):
         AdversarialTrainer(model, attack=StepLL(other))
     with pytest.raises(ValueError, match="val_attack"):
-        AdversarialTrainer(model).fit((x, y), val_data=(x, y), val_attack=FGSM(other))
+        AdversarialTrainer(model).fit((x, y), val_loader=(x, y), val_attack=FGSM(other))
     with pytest.raises(TypeError, match="attack"):
         AdversarialTrainer(model, attack="StepLL")
     with pytest.raises(ValueError, match="amp='fp16' needs a CUDA device"):
@@ -245,7 +257,7 @@ def test_training_trainer_bad_input():
         AdversarialTrainer(model, optimizer=torch.optim.SGD(other.parameters(), lr=0.1))
     with pytest.raises(TypeError, match="config"):
         AdversarialTrainer(model, {"lr": 0.1})
-    with pytest.raises(TypeError, match="train_data"):
+    with pytest.raises(TypeError, match="train_loader"):
         AdversarialTrainer(model).fit(3, progress=False)
     with pytest.raises(ValueError, match="epochs"):
         AdversarialTrainer(model).fit((x, y), epochs=0)
@@ -285,7 +297,7 @@ def test_training_trainer_validation_and_progress_bar(capsys):
     x, y = _data(64)
     model = _mlp()
     tr = AdversarialTrainer(model, TrainConfig.kurakin(epochs=2, batch_size=16, lr=0.1))
-    h = tr.fit((x, y), val_data=(x, y), val_attack=FGSM(model, eps=0.1), progress=True)
+    h = tr.fit((x, y), val_loader=(x, y), val_attack=FGSM(model, eps=0.1), progress=True)
     assert all(0.0 <= v <= 1.0 for v in h.val_clean_acc + h.val_adv_acc)
     clean, adv = tr.evaluate((x, y), attack=FGSM(model, eps=0.1))
     assert (clean, adv) == (h[-1].val_clean_acc, h[-1].val_adv_acc)
