@@ -57,6 +57,7 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the docs site with --strict (``nox -s docs -- --serve`` serves it)."""
     _install(session, "docs")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
     if "--serve" in session.posargs:
         session.run("mkdocs", "serve")
     else:

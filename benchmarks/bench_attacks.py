@@ -1,7 +1,7 @@
 """Attack speed against its floor, measured in one run (issue 2, section 6).
 
-    python benchmarks/bench_attacks.py            # full: batch 256, 3 repeats (~10 min, 1 core)
-    python benchmarks/bench_attacks.py --quick    # small: batch 32, 1 repeat (< 60 s)
+    python benchmarks/bench_attacks.py            # full: batch 256, best of 5 (~10 min, 1 core)
+    python benchmarks/bench_attacks.py --quick    # small: batch 32, best of 3 (< 60 s)
 
 Model: the Carlini-Wagner MNIST CNN (paper 000 table 1: conv32-conv32-pool-conv64-conv64-pool-
 fc200-fc200-fc10, 3x3 kernels, no padding, 28x28x1, 312,202 parameters), from
@@ -102,7 +102,11 @@ CLOCK: Callable[[], float] = time.perf_counter
 
 def timeit(fn: Callable[[], object], repeats: int) -> float:
     """Best of ``repeats`` timed runs after a warm-up (the minimum is the least disturbed by
-    other processes on a shared machine)."""
+    other processes on a shared machine); ``repeats=0`` times a single run, no warm-up."""
+    if repeats == 0:
+        t = CLOCK()
+        fn()
+        return CLOCK() - t
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -145,7 +149,8 @@ def main() -> None:
     repeats = 1 if args.quick else 3
     clock = "process CPU time" if CLOCK is time.process_time else "wall time"
     print(
-        f"settings: batch {batch}, best of {repeats} timed run(s) after a warm-up ({clock}), "
+        f"settings: batch {batch}, best of {max(3, repeats + 2)} rounds, each attack timed "
+        f"alternately with its floor ({clock}), "
         f"{args.threads} thread(s), torch {torch.__version__}, CPU"
     )
 
@@ -171,15 +176,21 @@ def main() -> None:
     reps = (batch + len(right) - 1) // len(right)
     x = x_all[right].repeat(reps, 1, 1, 1)[:batch].contiguous()
     y = y_all[right].repeat(reps)[:batch].contiguous()
-    # The floor is measured again between the attack runs; every ratio uses the smallest
-    # floor seen in the whole run (noise from other processes only ever makes a run slower).
-    floors: list[float] = []
 
-    def measure_floor() -> float:
-        floors.append(timeit(floor_step(model, x, y), 2))
-        return min(floors)
+    # Each attack is timed alternately with its floor (the same number of forward + backward
+    # passes on the same batch), the same number of times, and the best of each is compared:
+    # on a shared machine both are disturbed alike.
+    def floor_loop(steps: int, xb: Tensor, yb: Tensor) -> Callable[[], object]:
+        one = floor_step(model, xb, yb)
 
-    measure_floor()
+        def run() -> None:
+            for _ in range(steps):
+                one()
+
+        return run
+
+    step = timeit(floor_step(model, x, y), repeats + 2)
+    print(f"floor: one forward + backward-to-input on {batch} images = {step * 1e3:.1f} ms\n")
     eps = 0.1
     attacks: list[tuple[str, Attack, int]] = [
         ("FGSM", FGSM(model, eps), 1),
@@ -191,30 +202,23 @@ def main() -> None:
         ("PGD (10 steps)", PGD(model, eps, alpha=0.025), 10),
         ("PGD-l2 (10 steps)", PGD(model, 1.5, alpha=0.3, norm="l2"), 10),
     ]
-    rows = []
+    print(
+        f"{'attack':<28}{'steps':>6}{'floor [s]':>10}{'call [s]':>10}{'/floor':>8}"
+        f"{'run [s]':>10}{'/floor':>8}{'success':>9}"
+    )
+    n_rounds = max(3, repeats + 2)
     for name, atk, steps in attacks:
-        t_call = t_run = float("inf")
-        for _ in range(repeats):  # interleaved with floor measurements
+        t_call = t_run = t_floor = float("inf")
+        floor = floor_loop(steps, x, y)
+        for _ in range(n_rounds):
             gen = torch.Generator().manual_seed(0)
-            t_call = min(t_call, timeit(lambda atk=atk, gen=gen: atk(x, y, generator=gen), 1))
-            t_run = min(t_run, timeit(lambda atk=atk, gen=gen: atk.run(x, y, generator=gen), 1))
-            measure_floor()
+            t_floor = min(t_floor, timeit(floor, 0))
+            t_call = min(t_call, timeit(lambda atk=atk, gen=gen: atk(x, y, generator=gen), 0))
+            t_run = min(t_run, timeit(lambda atk=atk, gen=gen: atk.run(x, y, generator=gen), 0))
         succ = atk.run(x, y, generator=torch.Generator().manual_seed(0)).success_rate
-        rows.append((name, steps, t_call, t_run, succ))
-    step = min(floors)
-    print(
-        f"floor: one forward + backward-to-input on {batch} images = {step * 1e3:.1f} ms "
-        f"(best of {len(floors)} measurements spread over the run)\n"
-    )
-    print(
-        f"{'attack':<28}{'steps':>6}{'call [s]':>10}{'/floor':>8}{'run [s]':>10}{'/floor':>8}"
-        f"{'success':>9}"
-    )
-    for name, steps, t_call, t_run, succ in rows:
-        f = steps * step
         print(
-            f"{name:<28}{steps:>6}{t_call:>10.3f}{t_call / f:>8.3f}{t_run:>10.3f}{t_run / f:>8.3f}"
-            f"{succ:>9.3f}"
+            f"{name:<28}{steps:>6}{t_floor:>10.3f}{t_call:>10.3f}{t_call / t_floor:>8.3f}"
+            f"{t_run:>10.3f}{t_run / t_floor:>8.3f}{succ:>9.3f}"
         )
     print("(call: atk(x, y) returns the tensor; run: atk.run(x, y) adds one forward for success)")
 
@@ -236,18 +240,19 @@ def main() -> None:
     budget = (5, 20) if args.quick else (5, 100)
     xc, yc = x[:n_cw], y[:n_cw]
     cw = CWL2(model, binary_search_steps=budget[0], steps=budget[1], abort_early=False)
-    cw_floors = [timeit(floor_step(model, xc, yc), 2)]
-    t_cw = timeit(lambda: cw.run(xc, yc), max(1, repeats - 2))
-    cw_floors.append(timeit(floor_step(model, xc, yc), 2))
+    cw_floor_loop = floor_loop(budget[0] * budget[1], xc, yc)
+    cw_floor = t_cw = float("inf")
+    for _ in range(max(1, repeats - 1)):  # alternately, best of each
+        cw_floor = min(cw_floor, timeit(cw_floor_loop, 0))
+        t_cw = min(t_cw, timeit(lambda: cw.run(xc, yc), 0))
     res = cw.run(xc, yc)
-    cw_floor = budget[0] * budget[1] * min(cw_floors)
     print(
         f"\nCWL2 {budget[0]} x {budget[1]} (abort_early off: the full budget) on {n_cw} images: "
         f"success {res.success_rate:.3f}, median L2 {median_l2(res):.3f}, "
         f"time {t_cw:.2f} s = {t_cw / cw_floor:.3f} x floor"
     )
     cw_default = CWL2(model, binary_search_steps=budget[0], steps=budget[1])
-    t_cwd = timeit(lambda: cw_default.run(xc, yc), max(1, repeats - 2))
+    t_cwd = timeit(lambda: cw_default.run(xc, yc), 0)
     res_d = cw_default.run(xc, yc)
     print(
         f"CWL2 {budget[0]} x {budget[1]} with abort_early: success {res_d.success_rate:.3f}, "

@@ -17,9 +17,8 @@ LAUNCH = {
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",
         "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        "--master_port=0",
     ],
 }
 

@@ -25,6 +25,16 @@ CHECKPOINT_FORMAT = "advrobust.training.checkpoint"
 CHECKPOINT_VERSION = 1
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by the owner only; checkpoints get the usual permissions.
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 class CheckpointError(ValueError):
     """A checkpoint file is corrupt, truncated, or not an advrobust training checkpoint."""
 
@@ -79,6 +89,8 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=directory)
     tmp = Path(tmp_name)
     try:
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
             fh.flush()

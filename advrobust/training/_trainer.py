@@ -174,7 +174,7 @@ class BatchInfo:
         step: number of optimisation steps done so far (including this one).
         loss: the batch's mixed-batch loss (detached scalar tensor).
         x: the training minibatch as fed to the model (adversarial examples first).
-        y: its labels.
+        y: the labels of ``x`` (row by row).
         num_adv: number of adversarial examples ``k`` (the first ``k`` rows of ``x``).
         replaced: indices (into the loader's batch) of the examples that were replaced.
     """
@@ -592,14 +592,16 @@ class AdversarialTrainer:
 
     def train_step(
         self, x: Tensor, y: Tensor, *, nominal_batch: int | None = None
-    ) -> tuple[Tensor, Tensor, int, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, int, Tensor, Tensor]:
         """One step of algorithm 1 on a minibatch ``(x, y)``.
 
         With an int ``config.k`` and a batch smaller than ``nominal_batch`` (the last batch of
         an epoch), ``k`` is scaled to the same share: ``round(k * m / nominal_batch)``.
 
         Returns:
-            ``(loss, x_mixed, k, replaced, figures)`` where ``figures`` is a device tensor
+            ``(loss, x_mixed, y_mixed, k, replaced, figures)``: the detached loss, the batch
+            fed to the model (``k`` adversarial rows first) and its labels, the indices of the
+            replaced examples in ``x``, and ``figures``, a device tensor
             ``[loss * m, m, clean correct, m - k, adversarial correct, k]``.
         """
         cfg = self.config
@@ -663,7 +665,7 @@ class AdversarialTrainer:
             )
             bad = ~torch.isfinite(loss_d)
             self._first_bad = torch.where(bad & (self._first_bad < 0), self.step, self._first_bad)
-        return loss_d, x_in, k, replaced, figures
+        return loss_d, x_in, y_in, k, replaced, figures
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -818,7 +820,7 @@ class AdversarialTrainer:
             x, y = self._unpack(batch, "train_loader")
             if nominal is None:
                 nominal = x.shape[0]
-            loss, x_in, k, replaced, figures = self.train_step(x, y, nominal_batch=nominal)
+            loss, x_in, y_in, k, replaced, figures = self.train_step(x, y, nominal_batch=nominal)
             sums += figures
             steps += 1
             self.step += 1
@@ -833,7 +835,7 @@ class AdversarialTrainer:
                     step=self.step,
                     loss=loss,
                     x=x_in,
-                    y=y,
+                    y=y_in,
                     num_adv=k,
                     replaced=replaced,
                 )

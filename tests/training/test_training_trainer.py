@@ -93,6 +93,7 @@ def test_training_trainer_mixed_step_matches_algorithm_1():
     # which example of x each row of the mixed batch came from (adversarial rows are within
     # eps of their source, clean rows equal it)
     src = _sources(info, x)
+    assert torch.equal(info.y, y[src])
     x_adv = StepLL(ref, eps=eps)(x[src[:12]], y[src[:12]])
     assert torch.allclose(info.x[:12], x_adv, atol=1e-6)
     assert torch.equal(info.x[12:], x[src[12:]])
