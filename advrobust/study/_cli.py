@@ -157,7 +157,7 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
         config = config.replace(threads=args.threads)
     out = Path(args.out) if args.out else Path(f"study-{config.name}")
     start = time.perf_counter()
-    with _process_group():
+    with _process_group(), _sigterm_as_interrupt():
         result = run_study(
             config,
             out,
@@ -175,6 +175,30 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
         + ("" if result.complete else "; the grid is not complete in this folder yet")
     )
     return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (a scheduler's preemption or time limit) like Ctrl-C.
+
+    The trainer answers KeyboardInterrupt by writing its checkpoint, so a preempted cell
+    resumes where it stopped when the same command runs again.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

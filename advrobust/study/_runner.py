@@ -537,7 +537,16 @@ def _evaluate_cell(
             continue
         spec_name = f"{norm}_attack"
         attack = make_attack(getattr(ev, spec_name), model, spec_name)
-        attacks[norm] = _attack_info(attack)
+        info = _attack_info(M.search_attack(attack))
+        if "eps" in info["config"]:
+            # the eps of a fixed-eps attack is searched per example by bisection
+            if norm == "linf":
+                info["config"]["eps"] = {"search": [0.0, ev.linf_max], "tol": ev.linf_tol}
+                info["repr"] += f" with eps searched per example in [0, {ev.linf_max:g}]"
+            else:
+                info["config"]["eps"] = {"search": "whole input box"}
+                info["repr"] += " with eps searched per example"
+        attacks[norm] = info
         if f"{norm}_distance" not in arrays:
             dist = np.full(n_eval, np.nan)
             found = np.zeros(n_eval, dtype=bool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,17 @@ def test_study_cli_bad_config_value_names_the_field(
     err = capsys.readouterr().err
     assert "evaluation.metrics[1]: unknown value 'fid'; valid values:" in err
     assert "robustness-linf" in err
+
+
+def test_study_cli_subset_too_large_names_data_sizes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "big.toml"
+    path.write_text('name = "x"\n[data]\nsizes = [5000]\n[[models]]\nname = "mlp"\n')
+    assert main(["study", "run", str(path), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "data.sizes:" in err and "1340" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_study_cli_needs_config_or_preset(capsys: pytest.CaptureFixture[str]) -> None:
@@ -213,3 +225,51 @@ def test_study_cli_python_dash_m(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("advrobust ")
+
+
+def test_study_cli_sigterm_checkpoints_and_rerun_resumes(
+    tmp_path: Path, make_config: Callable[..., StudyConfig]
+) -> None:
+    import os
+    import signal
+    import time
+
+    from advrobust.study import DataSpec, EvalSpec, ModelSpec, TrainingSpec
+
+    config = make_config(
+        name="preempted",
+        data=DataSpec(name="digits", sizes=(80,)),
+        models=(ModelSpec("mlp", {"hidden": 16}, label="mlp"),),
+        training=TrainingSpec(epochs=300, batch_size=16),
+        evaluation=EvalSpec(metrics=("accuracy",), num_examples=8),
+    )
+    path = config.save(tmp_path / "c.toml")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    cmd = [
+        sys.executable,
+        "-m",
+        "advrobust",
+        "study",
+        "run",
+        str(path),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = out / "cells" / "n0000080-mlp-clean" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not ckpt.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:  # finished before the signal arrived: nothing to resume
+        pytest.skip("training finished before SIGTERM")
+    assert proc.returncode == 130, err[-2000:]
+    assert "rerun the same command to resume" in err
+    assert ckpt.is_file()
+    assert not (ckpt.parents[1] / "cell.json").exists()
+    assert main(["study", "run", str(path), "--out", str(out), "--no-progress"]) == 0
+    assert (ckpt.parents[1] / "cell.json").is_file()
+    assert not ckpt.exists()

@@ -26,8 +26,7 @@ def test_study_runs_under_torchrun(tmp_path: Path, make_config: Callable[..., St
         "-m",
         "torch.distributed.run",
         "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        "--master_port=0",
+        "--standalone",
         "-m",
         "advrobust",
         "study",
@@ -37,7 +36,7 @@ def test_study_runs_under_torchrun(tmp_path: Path, make_config: Callable[..., St
         str(out),
         "--no-progress",
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("cells finished in") == 1  # only rank 0 reports
     for cell in enumerate_cells(config):
