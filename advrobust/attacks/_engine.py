@@ -23,6 +23,7 @@ from ._threat import ThreatModel, threat_from_norm
 __all__ = ["BIM", "FGSM", "PGD", "IterLL", "IterativeGradientAttack", "StepLL", "StepRnd"]
 
 _TARGET_RULES: Final = ("none", "least_likely", "random")
+_LOSSES: Final = ("ce", "margin")
 _KURAKIN_ALPHA: Final = 1.0 / 255.0
 
 
@@ -34,6 +35,21 @@ def _check_bool(value: object, name: str) -> bool:
 
 def _col(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+def _objective(logits: Tensor, label: Tensor, loss: str) -> Tensor:
+    """Per-example loss that grows as the prediction moves away from ``label``.
+
+    ``"ce"``: cross-entropy ``J(x, l)``. ``"margin"``: ``max_{j != l} z_j - z_l`` on the logits
+    (Carlini-Wagner's f without the clamp), whose gradient does not vanish when the softmax
+    saturates, as the cross-entropy's does on over-confident models.
+    """
+    if loss == "ce":
+        return F.cross_entropy(logits, label, reduction="none")
+    own = logits.gather(1, label[:, None]).squeeze(1)
+    mask = F.one_hot(label, logits.shape[1]).bool()
+    other = logits.masked_fill(mask, -math.inf).amax(dim=1)
+    return other - own
 
 
 def kurakin_steps(eps: float, alpha: float = _KURAKIN_ALPHA) -> int:
@@ -76,6 +92,9 @@ class IterativeGradientAttack(Attack):
             keeps its best iterate (a success, else the highest loss). Needs ``random_start``.
         early_stop: Stop updating (and computing) examples as soon as the attack succeeds on
             them; the forward and backward passes then run on the remaining examples only.
+        loss: ``"ce"`` (cross-entropy, the papers' J) or ``"margin"`` (the logit margin
+            ``max_{j != y} z_j - z_y``, which keeps a gradient where a saturated softmax
+            gives none).
         target_rule: Class an untargeted call moves towards: ``"none"`` (away from ``y``),
             ``"least_likely"`` (argmin of the clean logits) or ``"random"`` (uniform among the
             classes other than ``y``, drawn with ``generator``).
@@ -109,6 +128,7 @@ class IterativeGradientAttack(Attack):
         random_start: bool = False,
         restarts: int = 1,
         early_stop: bool = False,
+        loss: str = "ce",
         target_rule: str = "none",
         bounds: tuple[float, float] = (0.0, 1.0),
     ) -> None:
@@ -135,6 +155,9 @@ class IterativeGradientAttack(Attack):
         if target_rule not in _TARGET_RULES:
             raise ValueError(f"target_rule must be one of {_TARGET_RULES}, got {target_rule!r}")
         self.target_rule = target_rule
+        if loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
+        self.loss = loss
         self._cfg = {
             "eps": self.eps,
             "steps": self.steps,
@@ -144,6 +167,7 @@ class IterativeGradientAttack(Attack):
             "random_start": self.random_start,
             "restarts": self.restarts,
             "early_stop": self.early_stop,
+            "loss": self.loss,
             "target_rule": self.target_rule,
             "bounds": self.bounds,
         }
@@ -239,7 +263,7 @@ class IterativeGradientAttack(Attack):
                 logits = check_logits(self.model(out), out.shape[0])
                 pred = logits.argmax(dim=1)
                 succ = pred == gs if targeted else pred != gs
-                obj = F.cross_entropy(logits, ls, reduction="none").float()
+                obj = _objective(logits, ls, self.loss).float()
                 obj = -obj if descend else obj
             better = succ | (obj > best_obj[rem])
             upd = rem[better]
@@ -283,8 +307,8 @@ class IterativeGradientAttack(Attack):
             else:
                 xi = x_adv.detach().requires_grad_(True)
                 logits = check_logits(model(xi), xi.shape[0])
-            loss = F.cross_entropy(logits, cur_label, reduction="sum")
-            (g,) = torch.autograd.grad(loss, xi)
+            objective = _objective(logits, cur_label, self.loss).sum()
+            (g,) = torch.autograd.grad(objective, xi)
             cur = xi.detach()
             if self.early_stop:
                 pred = logits.detach().argmax(dim=1)
@@ -492,6 +516,8 @@ class BIM(_Preset):
         rel_alpha: Step size as a fraction of each example's eps (exclusive with ``alpha``).
         norm: ``"linf"`` or ``"l2"``.
         early_stop: Stop updating examples once they are misclassified.
+        loss: ``"ce"`` (the papers' cross-entropy J) or ``"margin"`` (logit margin, for
+            over-confident models whose saturated softmax gives zero gradients).
         bounds: Input box ``(lo, hi)``.
 
     Result: ``x_adv`` when called; an [`AttackResult`][advrobust.attacks.AttackResult] from ``run``.
@@ -523,6 +549,7 @@ class BIM(_Preset):
         rel_alpha: float | None = None,
         norm: str = "linf",
         early_stop: bool = False,
+        loss: str = "ce",
         bounds: tuple[float, float] = _BOUNDS_DEFAULT,
     ) -> None:
         super().__init__(
@@ -533,6 +560,7 @@ class BIM(_Preset):
             rel_alpha=rel_alpha,
             norm=norm,
             early_stop=early_stop,
+            loss=loss,
             bounds=bounds,
         )
         self._set_config(
@@ -542,6 +570,7 @@ class BIM(_Preset):
             rel_alpha=self.rel_alpha,
             norm=self.norm,
             early_stop=self.early_stop,
+            loss=self.loss,
             bounds=self.bounds,
         )
 
@@ -642,6 +671,8 @@ class PGD(_Preset):
         random_start: Start from a uniform point of the ball (False gives BIM with projection).
         restarts: Number of random restarts (>= 1).
         early_stop: Stop updating examples once the attack succeeds on them.
+        loss: ``"ce"`` (the papers' cross-entropy J) or ``"margin"`` (logit margin, for
+            over-confident models whose saturated softmax gives zero gradients).
         bounds: Input box ``(lo, hi)``.
 
     Result: ``x_adv`` when called; an [`AttackResult`][advrobust.attacks.AttackResult] from ``run``.
@@ -679,6 +710,7 @@ class PGD(_Preset):
         random_start: bool = True,
         restarts: int = 1,
         early_stop: bool = False,
+        loss: str = "ce",
         bounds: tuple[float, float] = _BOUNDS_DEFAULT,
     ) -> None:
         if rel_alpha is not None:
@@ -695,6 +727,7 @@ class PGD(_Preset):
             random_start=random_start,
             restarts=restarts,
             early_stop=early_stop,
+            loss=loss,
             bounds=bounds,
         )
         self._set_config(
@@ -706,5 +739,6 @@ class PGD(_Preset):
             random_start=self.random_start,
             restarts=self.restarts,
             early_stop=self.early_stop,
+            loss=self.loss,
             bounds=self.bounds,
         )
