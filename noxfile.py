@@ -68,6 +68,9 @@ def docs(session: nox.Session) -> None:
 def benchmarks(session: nox.Session) -> None:
     """Speed ratios measured in one run (``nox -s benchmarks -- --quick`` for a short run)."""
     _install(session, "bench")
+    # For the side-by-side PGD timing: torchattacks' own requirements would pull torchvision
+    # (which does not import beside every torch build), so it comes without them, best effort.
+    session.run("python", "-m", "pip", "install", "--no-deps", "torchattacks", success_codes=[0, 1])
     for script in sorted(os.listdir("benchmarks")):
         if script.startswith("bench_") and script.endswith(".py"):
             session.run("python", f"benchmarks/{script}", *session.posargs)

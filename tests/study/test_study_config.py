@@ -159,3 +159,27 @@ def test_study_presets_load_and_unknown_preset_lists_names() -> None:
     }
     with pytest.raises(ValueError, match=r"valid presets: .*digits"):
         load_preset("digit")
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_study_presets_build_models_recipes_and_attacks(name: str) -> None:
+    import torch
+
+    from advrobust.models import INPUT_SETTINGS, create_model
+    from advrobust.study._runner import make_attack, train_config
+
+    cfg = load_preset(name)
+    classes, channels, size = INPUT_SETTINGS[cfg.data.name]
+    for recipe in cfg.recipes:
+        tc = train_config(cfg, recipe, 0)
+        assert tc.epochs == cfg.training.epochs
+        assert (tc.num_replaced(32) == 0) == (recipe.kind == "clean")
+    for spec in cfg.models:
+        with torch.device("meta"):
+            create_model(
+                spec.name, num_classes=classes, in_channels=channels, input_size=size, **spec.kwargs
+            )
+    probe = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    ev = cfg.evaluation
+    for field in ("linf_attack", "l2_attack", "delta_attack", "transfer_attack", "deepsec_attack"):
+        make_attack(getattr(ev, field), probe, field)
