@@ -24,32 +24,14 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import nn
+
+# The small BatchNorm CNN of examples/kurakin_training.py (this script's directory is on
+# sys.path when it runs, with python or torchrun).
+from kurakin_training import make_model
 
 from advrobust.attacks import PGD
 from advrobust.data import load_dataset
-from advrobust.models import Normalize
 from advrobust.training import AdversarialTrainer, TrainConfig
-
-
-def make_model(mean: tuple[float, ...], std: tuple[float, ...]) -> nn.Module:
-    """A small CNN with batch normalisation for the 8x8 digits."""
-    return nn.Sequential(
-        Normalize(mean, std),
-        nn.Conv2d(1, 32, 3, padding=1),
-        nn.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1),
-        nn.BatchNorm2d(64),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(64 * 2 * 2, 10),
-    )
 
 
 def setup() -> torch.device:
@@ -95,8 +77,8 @@ def main() -> None:
         train = load_dataset("digits", split="train")
         test = load_dataset("digits", split="test")
         epochs = args.epochs or (2 if args.quick else 15)
-        torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts)
-        model = make_model(train.mean, train.std).to(device)
+        # seed 0: the same initial weights on every rank (DDP also broadcasts rank 0's)
+        model = make_model(train.mean, train.std, seed=0).to(device)
         cfg = TrainConfig.kurakin(
             epochs=epochs,
             batch_size=32 // world if world <= 32 else 1,

@@ -11,6 +11,7 @@ res = atk.run(x, y)        # AttackResult: x_adv, success, adv_pred, l2, linf, y
 
 from ._base import Attack as Attack
 from ._base import AttackResult as AttackResult
+from ._base import logit_margin as logit_margin
 from ._cw import CWL2 as CWL2
 from ._engine import BIM as BIM
 from ._engine import FGSM as FGSM
@@ -37,4 +38,5 @@ __all__ = [
     "StepLL",
     "StepRnd",
     "ThreatModel",
+    "logit_margin",
 ]

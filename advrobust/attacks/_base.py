@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,9 +32,9 @@ from advrobust._validate import (
     model_state_guard,
 )
 
-from ._threat import ThreatModel
+from ._threat import L2Ball, LinfBall, ThreatModel
 
-__all__ = ["Attack", "AttackResult", "CleanForward"]
+__all__ = ["Attack", "AttackResult", "CleanForward", "logit_margin"]
 
 
 @final
@@ -80,10 +82,49 @@ class CleanForward:
     logits: Tensor
 
 
+def logit_margin(logits: Tensor, label: Tensor) -> Tensor:
+    """Per-example logit margin ``z_label - max_{j != label} z_j`` (negative: not ``label``).
+
+    The quantity behind Carlini-Wagner's loss f and the engine's ``loss="margin"``. Unlike
+    the cross-entropy, its gradient does not vanish when the softmax saturates.
+
+    Args:
+        logits: ``(B, K)`` logits.
+        label: Long ``(B,)`` class per example.
+
+    Returns:
+        ``(B,)`` margins in the logits' dtype.
+
+    Example:
+        >>> import torch
+        >>> logit_margin(torch.tensor([[2.0, 0.5, 1.0]]), torch.tensor([0]))
+        tensor([1.])
+    """
+    own = logits.gather(1, label[:, None]).squeeze(1)
+    mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, label[:, None], True)
+    return own - logits.masked_fill(mask, -math.inf).amax(dim=1)
+
+
+def _succeeded(pred: Tensor, goal: Tensor, targeted: bool) -> Tensor:
+    """Success per example: ``pred == goal`` (targeted) or ``pred != goal`` (untargeted)."""
+    return pred == goal if targeted else pred != goal
+
+
+def _check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {describe(value)}")
+    return value
+
+
 def _check_generator(generator: object) -> torch.Generator | None:
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     raise TypeError(f"generator must be a torch.Generator or None, got {describe(generator)}")
+
+
+def _normal(t: Tensor) -> Tensor:
+    """``t``, or a normal copy of it when it is an inference tensor."""
+    return t.clone() if t.is_inference() else t
 
 
 @contextlib.contextmanager
@@ -96,7 +137,8 @@ def _grad_enabled() -> Iterator[None]:
 class Attack(abc.ABC):
     """Base class of every attack: a template method around the protected ``_perturb`` hook.
 
-    Subclasses implement ``_perturb`` (and ``config``); ``__call__`` and ``run`` are final and
+    Subclasses implement ``_perturb`` (``config`` reads the constructor arguments back from
+    the attributes of the same names); ``__call__`` and ``run`` are final and
     give every attack the same guarantees: inputs are validated (``ValueError``/``TypeError``
     naming the argument), ``x`` and ``y`` are never mutated, the model runs in eval mode and
     every submodule's training flag, parameter, buffer and parameter ``.grad`` is restored
@@ -120,12 +162,22 @@ class Attack(abc.ABC):
         self.bounds = check_bounds(bounds)
 
     # ----------------------------------------------------------------- configuration
-    @abc.abstractmethod
     def config(self) -> dict[str, object]:
         """The constructor arguments (without the model), JSON-friendly.
 
-        ``type(atk)(atk.model, **atk.config())`` rebuilds an equal attack.
+        ``type(atk)(atk.model, **atk.config())`` rebuilds an equal attack. The default reads
+        every ``__init__`` argument after ``model`` from the attribute of the same name, in
+        signature order; override it when an argument is stored under another name.
         """
+        names = _init_args(type(self))
+        missing = [n for n in names if not hasattr(self, n)]
+        if missing:
+            raise TypeError(
+                f"{type(self).__name__}.config() reads the constructor arguments from the "
+                f"attributes of the same names, but {', '.join(missing)} is not stored; store "
+                "it or override config()"
+            )
+        return {name: getattr(self, name) for name in names}
 
     @final
     def replace(self, **changes: Any) -> Attack:
@@ -286,9 +338,11 @@ class Attack(abc.ABC):
         check_model_device(self.model, x)
 
         with _grad_enabled(), model_state_guard(self.model, train=False):
-            if x.is_inference():
-                x = x.clone()
-            x = x.detach()
+            # Tensors made in a caller's inference_mode cannot take part in autograd (the loss
+            # saves the labels for backward): work on normal copies of x, y, target and eps.
+            x, eps_t = _normal(x).detach(), _normal(eps_t)
+            y = None if y is None else _normal(y)
+            target = None if target is None else _normal(target)
             clean: CleanForward | None = None
             if self._wants_clean_graph or self._wants_clean_logits or y is None:
                 xc = x.clone().requires_grad_(True) if self._wants_clean_graph else x
@@ -329,14 +383,13 @@ class Attack(abc.ABC):
                 logits = self.model(x_adv)
             check_logits(logits, b)
             pred = logits.argmax(dim=1)
-            success = pred == tgt if tgt is not None else pred != y_used
-            d = (x_adv - x).flatten(1)
+            success = _succeeded(pred, y_used if tgt is None else tgt, tgt is not None)
             result = AttackResult(
                 x_adv=x_adv,
                 success=success,
                 adv_pred=pred,
-                l2=d.norm(dim=1),
-                linf=d.abs().amax(dim=1) if d.shape[1] else d.new_zeros(b),
+                l2=L2Ball().distance(x_adv, x),
+                linf=LinfBall().distance(x_adv, x),
                 y=y_used,
                 target=tgt,
             )
@@ -369,6 +422,14 @@ class Attack(abc.ABC):
             target=target.to(device=x.device, dtype=torch.long) if target is not None else None,
         )
         return x_adv, result
+
+
+@functools.cache
+def _init_args(cls: type) -> tuple[str, ...]:
+    """Names of the constructor arguments of ``cls`` after ``self`` and ``model``."""
+    params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(n for n, p in params.items() if p.kind in kinds and n not in ("self", "model"))
 
 
 def _fmt(value: object) -> str:

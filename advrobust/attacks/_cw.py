@@ -13,10 +13,9 @@ from advrobust._validate import (
     check_logits,
     check_nonnegative,
     check_positive,
-    describe,
 )
 
-from ._base import Attack, CleanForward
+from ._base import Attack, CleanForward, _check_bool, logit_margin
 
 __all__ = ["CWL2"]
 
@@ -99,21 +98,7 @@ class CWL2(Attack):
         self.lr = check_positive(lr, "lr")
         self.binary_search_steps = check_int(binary_search_steps, "binary_search_steps", minimum=1)
         self.initial_const = check_positive(initial_const, "initial_const")
-        if not isinstance(abort_early, bool):
-            raise TypeError(f"abort_early must be a bool, got {describe(abort_early)}")
-        self.abort_early = abort_early
-
-    def config(self) -> dict[str, object]:
-        """The constructor arguments (without the model)."""
-        return {
-            "kappa": self.kappa,
-            "steps": self.steps,
-            "lr": self.lr,
-            "binary_search_steps": self.binary_search_steps,
-            "initial_const": self.initial_const,
-            "abort_early": self.abort_early,
-            "bounds": self.bounds,
-        }
+        self.abort_early = _check_bool(abort_early, "abort_early")
 
     def _perturb(
         self,
@@ -131,15 +116,19 @@ class CWL2(Attack):
         shape = (b,) + (1,) * (x.dim() - 1)
         targeted = target is not None
         label = target if target is not None else y
-        w0 = torch.atanh(((x - mid) / half).clamp(-1.0, 1.0) * _SQUASH)
+        # Half-precision inputs: w, Adam's moments and the search over c live in float32
+        # (1e10 overflows float16, and 1 - 1e-6 rounds to 1 in float16/bfloat16, where
+        # atanh(1) = inf would freeze pixels at the bounds). The model sees x's dtype.
+        work = torch.promote_types(x.dtype, torch.float32)
+        x0 = x.to(work)
+        w0 = torch.atanh(((x0 - mid) / half).clamp(-1.0, 1.0) * _SQUASH)
 
-        ref = x.new_empty(b)
+        ref = torch.empty(b, dtype=work, device=x.device)
         lower = torch.zeros_like(ref)
         upper = torch.full_like(ref, _UPPER_INIT)
         const = torch.full_like(ref, self.initial_const)
         best_l2 = torch.full_like(ref, math.inf)
         best_adv = x.clone()
-        mask: Tensor | None = None
         check_every = max(1, self.steps // 10)
 
         for _ in range(self.binary_search_steps):
@@ -152,15 +141,14 @@ class CWL2(Attack):
             for i in range(self.steps):
                 done = i + 1
                 w.requires_grad_(True)
-                x_new = mid + half * torch.tanh(w)
+                x_work = mid + half * torch.tanh(w)
+                x_new = x_work.to(x.dtype)
                 logits = check_logits(self.model(x_new), b)
-                if mask is None:
-                    mask = torch.zeros_like(logits, dtype=torch.bool)
-                    mask.scatter_(1, label[:, None], True)
-                real = logits.gather(1, label[:, None]).squeeze(1)
-                other = logits.masked_fill(mask, -math.inf).amax(dim=1)
-                margin = other - real if targeted else real - other
-                dist = (x_new - x).flatten(1).pow(2).sum(dim=1)
+                # f's argument: how far the prediction still is from success
+                margin = logit_margin(logits, label).to(work)
+                if targeted:
+                    margin = -margin
+                dist = (x_work - x0).flatten(1).pow(2).sum(dim=1)
                 loss = (dist + const * margin.clamp_min(-self.kappa)).sum()
                 (g,) = torch.autograd.grad(loss, w)
                 with torch.no_grad():

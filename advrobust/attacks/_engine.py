@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Final, final
+from typing import Final, final
 
 import torch
 import torch.nn.functional as F
@@ -14,27 +14,16 @@ from advrobust._validate import (
     check_logits,
     check_nonnegative,
     check_positive,
-    describe,
 )
 
-from ._base import Attack, CleanForward
-from ._threat import ThreatModel, threat_from_norm
+from ._base import Attack, CleanForward, _check_bool, _succeeded, logit_margin
+from ._threat import ThreatModel, _per_example, threat_from_norm
 
 __all__ = ["BIM", "FGSM", "PGD", "IterLL", "IterativeGradientAttack", "StepLL", "StepRnd"]
 
 _TARGET_RULES: Final = ("none", "least_likely", "random")
 _LOSSES: Final = ("ce", "margin")
 _KURAKIN_ALPHA: Final = 1.0 / 255.0
-
-
-def _check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {describe(value)}")
-    return value
-
-
-def _col(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape((-1,) + (1,) * (like.dim() - 1))
 
 
 def _objective(logits: Tensor, label: Tensor, loss: str) -> Tensor:
@@ -46,10 +35,7 @@ def _objective(logits: Tensor, label: Tensor, loss: str) -> Tensor:
     """
     if loss == "ce":
         return F.cross_entropy(logits, label, reduction="none")
-    own = logits.gather(1, label[:, None]).squeeze(1)
-    mask = F.one_hot(label, logits.shape[1]).bool()
-    other = logits.masked_fill(mask, -math.inf).amax(dim=1)
-    return other - own
+    return -logit_margin(logits, label)
 
 
 def kurakin_steps(eps: float, alpha: float = _KURAKIN_ALPHA) -> int:
@@ -76,6 +62,8 @@ class IterativeGradientAttack(Attack):
 
     with ``dir(g) = sign(g)`` (Linf) or ``g / ||g||_2`` (L2). ``t`` is the caller's
     ``target=`` or, for the least-likely and random presets, a class fixed from the clean input.
+    With ``loss="margin"``, ``J(x, l)`` is the logit margin ``max_{j != l} z_j - z_l``
+    instead of the cross-entropy (see [`logit_margin`][advrobust.attacks.logit_margin]).
 
     Args:
         model: Classifier returning logits ``(B, K)``.
@@ -114,7 +102,6 @@ class IterativeGradientAttack(Attack):
     """
 
     _threat_model: ThreatModel
-    _cfg: dict[str, object]
 
     def __init__(
         self,
@@ -158,23 +145,6 @@ class IterativeGradientAttack(Attack):
         if loss not in _LOSSES:
             raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
         self.loss = loss
-        self._cfg = {
-            "eps": self.eps,
-            "steps": self.steps,
-            "alpha": self.alpha,
-            "rel_alpha": self.rel_alpha,
-            "norm": self.norm,
-            "random_start": self.random_start,
-            "restarts": self.restarts,
-            "early_stop": self.early_stop,
-            "loss": self.loss,
-            "target_rule": self.target_rule,
-            "bounds": self.bounds,
-        }
-
-    def config(self) -> dict[str, object]:
-        """The constructor arguments (without the model)."""
-        return dict(self._cfg)
 
     # -------------------------------------------------------------------- hooks
     @property
@@ -262,7 +232,7 @@ class IterativeGradientAttack(Attack):
             with torch.no_grad():
                 logits = check_logits(self.model(out), out.shape[0])
                 pred = logits.argmax(dim=1)
-                succ = pred == gs if targeted else pred != gs
+                succ = _succeeded(pred, gs, targeted)
                 obj = _objective(logits, ls, self.loss).float()
                 obj = -obj if descend else obj
             better = succ | (obj > best_obj[rem])
@@ -312,7 +282,7 @@ class IterativeGradientAttack(Attack):
             cur = xi.detach()
             if self.early_stop:
                 pred = logits.detach().argmax(dim=1)
-                keep = pred != cur_goal if targeted else pred == cur_goal
+                keep = ~_succeeded(pred, cur_goal, targeted)
                 n_keep = int(keep.sum())  # the one host sync per step that early stopping costs
                 if n_keep == 0:
                     if full is None:
@@ -328,7 +298,7 @@ class IterativeGradientAttack(Attack):
                     cur, g = cur[keep], g[keep]
                     cur_x, cur_label, cur_goal = cur_x[keep], cur_label[keep], cur_goal[keep]
                     cur_eps, cur_step = cur_eps[keep], cur_step[keep]
-            new = cur + _col(cur_step, cur) * threat.ascent_direction(g)
+            new = cur + _per_example(cur_step, cur) * threat.ascent_direction(g)
             new = threat.clip(new, cur_x, cur_eps).clamp(lo, hi)
             if full is not None and active is not None:
                 full.index_copy_(0, active, new)
@@ -340,10 +310,11 @@ _BOUNDS_DEFAULT: Final = (0.0, 1.0)
 
 
 class _Preset(IterativeGradientAttack):
-    """A named configuration of the engine; ``config`` lists the preset's own arguments."""
+    """A named configuration of the engine.
 
-    def _set_config(self, **cfg: Any) -> None:
-        self._cfg = dict(cfg)
+    ``config`` (from [`Attack`][advrobust.attacks.Attack]) lists the preset's own constructor
+    arguments only, read from the engine's attributes of the same names.
+    """
 
 
 @final
@@ -395,7 +366,6 @@ class FGSM(_Preset):
         bounds: tuple[float, float] = _BOUNDS_DEFAULT,
     ) -> None:
         super().__init__(model, eps, steps=1, rel_alpha=1.0, norm=norm, bounds=bounds)
-        self._set_config(eps=self.eps, norm=self.norm, bounds=self.bounds)
 
 
 @final
@@ -443,7 +413,6 @@ class StepLL(_Preset):
         super().__init__(
             model, eps, steps=1, rel_alpha=1.0, target_rule="least_likely", bounds=bounds
         )
-        self._set_config(eps=self.eps, bounds=self.bounds)
 
 
 @final
@@ -490,7 +459,6 @@ class StepRnd(_Preset):
         bounds: tuple[float, float] = _BOUNDS_DEFAULT,
     ) -> None:
         super().__init__(model, eps, steps=1, rel_alpha=1.0, target_rule="random", bounds=bounds)
-        self._set_config(eps=self.eps, bounds=self.bounds)
 
 
 @final
@@ -563,16 +531,6 @@ class BIM(_Preset):
             loss=loss,
             bounds=bounds,
         )
-        self._set_config(
-            eps=self.eps,
-            alpha=self.alpha,
-            steps=self.steps,
-            rel_alpha=self.rel_alpha,
-            norm=self.norm,
-            early_stop=self.early_stop,
-            loss=self.loss,
-            bounds=self.bounds,
-        )
 
 
 @final
@@ -634,14 +592,6 @@ class IterLL(_Preset):
             early_stop=early_stop,
             target_rule="least_likely",
             bounds=bounds,
-        )
-        self._set_config(
-            eps=self.eps,
-            alpha=self.alpha,
-            steps=self.steps,
-            rel_alpha=self.rel_alpha,
-            early_stop=self.early_stop,
-            bounds=self.bounds,
         )
 
 
@@ -729,16 +679,4 @@ class PGD(_Preset):
             early_stop=early_stop,
             loss=loss,
             bounds=bounds,
-        )
-        self._set_config(
-            eps=self.eps,
-            alpha=self.alpha,
-            steps=self.steps,
-            rel_alpha=self.rel_alpha,
-            norm=self.norm,
-            random_start=self.random_start,
-            restarts=self.restarts,
-            early_stop=self.early_stop,
-            loss=self.loss,
-            bounds=self.bounds,
         )

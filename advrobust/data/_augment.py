@@ -28,14 +28,20 @@ def _check_batch(x: object) -> Tensor:
 
 
 def _rand(n: int, x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """``n`` uniform [0, 1) draws on ``x``'s device (drawn where the generator lives)."""
+    """``n`` uniform [0, 1) draws on ``x``'s device (drawn where the generator lives).
+
+    A CPU generator with CUDA data is the usual case (``TensorLoader``): the draws are copied
+    with ``non_blocking=True``, which from pageable memory stages the copy without waiting for
+    the device, so augmenting a batch never synchronises the host with the GPU.
+    """
     device = x.device if generator is None else generator.device
-    return torch.rand(n, generator=generator, device=device).to(x.device)
+    return torch.rand(n, generator=generator, device=device).to(x.device, non_blocking=True)
 
 
 def _randint(high: int, n: int, x: Tensor, generator: torch.Generator | None) -> Tensor:
     device = x.device if generator is None else generator.device
-    return torch.randint(0, high, (n,), generator=generator, device=device).to(x.device)
+    draws = torch.randint(0, high, (n,), generator=generator, device=device)
+    return draws.to(x.device, non_blocking=True)
 
 
 class RandomShift:

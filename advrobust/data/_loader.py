@@ -107,27 +107,42 @@ class TensorLoader:
         self.epoch = check_int(epoch, "epoch", minimum=0)
 
     def __len__(self) -> int:
-        n = int(self.x.shape[0])
+        n = self._num_examples()
         if self.drop_last:
             return n // self.batch_size
         return -(-n // self.batch_size)
 
+    # Hooks for loaders that iterate a part of the data (the trainer's rank shards).
+    def _num_examples(self) -> int:
+        """Number of examples one pass yields."""
+        return int(self.x.shape[0])
+
+    def _order(self, generator: torch.Generator) -> Tensor | None:
+        """This epoch's example indices on the data's device; None means ``0..n-1`` (slices)."""
+        if not self.shuffle:
+            return None
+        perm = torch.randperm(int(self.x.shape[0]), generator=generator)
+        return perm.to(self.x.device, non_blocking=True)
+
+    def _augment_generator(self, generator: torch.Generator) -> torch.Generator:
+        """The generator this epoch's augmentation draws from."""
+        return generator
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         gen = torch.Generator().manual_seed(self.base_seed + self.epoch)
-        n = int(self.x.shape[0])
-        perm: Tensor | None = None
-        if self.shuffle:
-            perm = torch.randperm(n, generator=gen).to(self.x.device, non_blocking=True)
-        stop = len(self) * self.batch_size
-        for start in range(0, min(stop, n), self.batch_size):
+        order = self._order(gen)
+        aug_gen = self._augment_generator(gen)
+        n = self._num_examples()
+        stop = min(len(self) * self.batch_size, n)
+        for start in range(0, stop, self.batch_size):
             end = min(start + self.batch_size, n)
-            if perm is None:
+            if order is None:
                 xb, yb = self.x[start:end], self.y[start:end]
             else:
-                idx = perm[start:end]
+                idx = order[start:end]
                 xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
             if self.augment is not None:
-                xb = self.augment(xb, generator=gen)
+                xb = self.augment(xb, generator=aug_gen)
             yield xb, yb
         self.epoch += 1
 

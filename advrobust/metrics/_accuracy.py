@@ -9,15 +9,13 @@ from .._validate import check_positive, model_state_guard
 from ..attacks import Attack
 from ._loop import (
     Batch,
-    batch_eps,
     bind_attack,
     check_eps_arg,
-    check_eps_length,
     check_model,
     check_norm,
     evaluate,
-    perturbation_norm,
     predict,
+    predict_labels,
     run_attack,
 )
 from ._results import (
@@ -111,9 +109,8 @@ def success_rate(
     eps = check_eps_arg(eps)
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        with model_state_guard(model):
-            pred = predict(model, b.x).argmax(1)
-        res = run_attack(attack, b.x, b.y if use_labels else None, batch_eps(eps, b), generator)
+        pred = predict_labels(model, b.x)
+        res = run_attack(attack, b, b.y if use_labels else None, eps, generator)
         return {
             "success": res.success,
             "correct": pred == b.y,
@@ -129,8 +126,8 @@ def success_rate(
         progress=progress,
         desc="success rate",
         bounds=attack.bounds,
+        eps=eps,
     )
-    check_eps_length(eps, int(out["success"].numel()))
     return SuccessRateResult(
         out["success"], out["correct"], out["adv_pred"], out["l2"], out["linf"], only_correct
     )
@@ -169,9 +166,8 @@ def accuracy_ratio(
     eps = check_eps_arg(eps)
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        with model_state_guard(model):
-            pred = predict(model, b.x).argmax(1)
-        res = run_attack(attack, b.x, b.y if use_labels else None, batch_eps(eps, b), generator)
+        pred = predict_labels(model, b.x)
+        res = run_attack(attack, b, b.y if use_labels else None, eps, generator)
         return {"clean": pred == b.y, "adv": res.adv_pred == b.y}
 
     out = evaluate(
@@ -181,8 +177,8 @@ def accuracy_ratio(
         progress=progress,
         desc="accuracy ratio",
         bounds=attack.bounds,
+        eps=eps,
     )
-    check_eps_length(eps, int(out["clean"].numel()))
     return AccuracyRatioResult(out["clean"], out["adv"])
 
 
@@ -229,11 +225,10 @@ def adversarial_accuracy(
     limit = delta * (1 + _REL) + _ABS
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        with model_state_guard(model):
-            pred = predict(model, b.x).argmax(1)
+        pred = predict_labels(model, b.x)
         correct = pred == b.y
-        res = run_attack(attack, b.x, pred, delta, generator)
-        dist = perturbation_norm(res.x_adv - b.x, norm)
+        res = run_attack(attack, b, pred, delta, generator)
+        dist = res.l2 if norm == "l2" else res.linf
         success = correct & (res.adv_pred != pred) & (dist <= limit)
         return {"correct": correct, "success": success, "distance": dist}
 

@@ -19,14 +19,14 @@ from .._validate import check_int, check_positive, describe, model_state_guard
 from ..attacks import Attack
 from ._loop import (
     Batch,
-    batch_eps,
     bind_attack,
     check_eps_arg,
-    check_eps_length,
     check_model,
     evaluate,
     perturbation_norm,
     predict,
+    predict_eval,
+    predict_labels,
     run_attack,
 )
 from ._results import DeepSecAttackResult, DeepSecDefenceResult
@@ -283,11 +283,10 @@ def deepsec_attack_metrics(
     notes: dict[str, str] = {}
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        with model_state_guard(model):
-            clean = predict(model, b.x).argmax(1) == b.y
+        clean = predict_labels(model, b.x) == b.y
         _sync(b.x.device)
         t0 = time.perf_counter()
-        res = run_attack(attack, b.x, b.y if use_labels else None, batch_eps(eps, b), generator)
+        res = run_attack(attack, b, b.y if use_labels else None, eps, generator)
         _sync(b.x.device)
         seconds = time.perf_counter() - t0
         x_adv = res.x_adv
@@ -313,8 +312,9 @@ def deepsec_attack_metrics(
             "ssim": ssim(x_adv, b.x, data_range=hi - lo).float(),
             "seconds": torch.full((b.x.shape[0],), seconds / b.x.shape[0], dtype=torch.float64),
         }
-        for p in ("l0", "l2", "linf"):
-            num = perturbation_norm(delta, p).float()
+        norms = {"l0": perturbation_norm(delta, "l0"), "l2": res.l2, "linf": res.linf}
+        for p, dist in norms.items():
+            num = dist.float()
             den = perturbation_norm(b.x, p).float()
             out[p] = torch.where(
                 den > 0, num / den.clamp_min(1e-30), torch.full_like(num, math.nan)
@@ -330,8 +330,8 @@ def deepsec_attack_metrics(
         progress=progress,
         desc="DeepSec attack",
         bounds=attack.bounds,
+        eps=eps,
     )
-    check_eps_length(eps, int(out["success"].numel()))
     return DeepSecAttackResult(
         evaluated=out["evaluated"],
         success=out["success"],
@@ -391,10 +391,8 @@ def deepsec_defence_metrics(
     check_model(defended, "defended")
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        with model_state_guard(original):
-            lo = predict(original, b.x, "original")
-        with model_state_guard(defended):
-            ld = predict(defended, b.x, "defended")
+        lo = predict_eval(original, b.x, "original")
+        ld = predict_eval(defended, b.x, "defended")
         if lo.shape[1] != ld.shape[1]:
             raise ValueError(
                 f"original and defended must have the same number of classes, got "

@@ -8,9 +8,18 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .._validate import check_nonnegative, check_positive, model_state_guard
-from ..attacks import Attack
-from ._loop import Batch, bind_attack, check_model, evaluate, is_unbounded, named_models, predict
+from .._validate import check_nonnegative, check_positive
+from ..attacks import Attack, logit_margin
+from ._loop import (
+    Batch,
+    bind_attack,
+    check_model,
+    evaluate,
+    is_unbounded,
+    named_models,
+    predict_eval,
+    predict_labels,
+)
 from ._results import DistortionResult, RobustnessScoreResult
 
 __all__ = ["minimal_distortion", "robustness_score", "search_attack"]
@@ -56,11 +65,8 @@ def _default_hi(attack: Attack, x: Tensor) -> float:
 def _margin(model: nn.Module, x: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
     """Logit margin z_y - max_{j != y} z_j (negative: misclassified)."""
     if logits is None:
-        with model_state_guard(model):
-            logits = predict(model, x)
-    z = logits.to(torch.float64)
-    own = torch.zeros_like(z, dtype=torch.bool).scatter_(1, y[:, None].long(), True)
-    return z.gather(1, y[:, None].long()).squeeze(1) - z.masked_fill(own, -math.inf).amax(1)
+        logits = predict_eval(model, x)
+    return logit_margin(logits.to(torch.float64), y.long())
 
 
 def _search_batch(
@@ -81,8 +87,7 @@ def _search_batch(
     """Per-example eps search for one batch; see :func:`minimal_distortion`."""
     n = x.shape[0]
     dev = x.device
-    with model_state_guard(model):
-        logits = predict(model, x)
+    logits = predict_eval(model, x)
     correct = logits.argmax(1) == y
     if consider is not None:
         correct = correct & consider
@@ -91,11 +96,17 @@ def _search_batch(
     evaluations = torch.zeros(n, dtype=torch.long, device=dev)
 
     if is_unbounded(attack):
-        res = attack.run(x, y, generator=generator)
-        evaluations += 1
-        found = correct & res.success & (res.l2.to(dtype) <= hi * (1 + 1e-6))
-        inf = torch.full_like(nan, math.inf)
-        distance = torch.where(found, res.l2.to(dtype), torch.where(correct, inf, nan))
+        # CW only on the examples that count (one host sync per batch)
+        idx = correct.nonzero().squeeze(1)
+        l2 = torch.full_like(nan, math.inf)
+        broken = torch.zeros_like(correct)
+        if idx.numel():
+            res = attack.run(x[idx], y[idx], generator=generator)
+            evaluations[idx] += 1
+            l2[idx] = res.l2.to(dtype)
+            broken[idx] = res.success
+        found = correct & broken & (l2 <= hi * (1 + 1e-6))
+        distance = torch.where(found | correct, l2, nan)
         lower = torch.where(correct, torch.zeros_like(nan), nan)
         return {
             "distance": distance,
@@ -190,21 +201,71 @@ def _search_batch(
     }
 
 
-def _check_method(method: object) -> None:
-    if method not in ("bisection", "secant"):
-        raise ValueError(f"method must be 'bisection' or 'secant', got {method!r}")
+class _SearchRange:
+    """The validated search settings; ``hi`` and ``tol`` defaults resolve on the first batch."""
 
+    def __init__(self, lo: object, hi: object, tol: object, rtol: object, method: object) -> None:
+        self.lo = check_nonnegative(lo, "lo")
+        self._hi = None if hi is None else check_positive(hi, "hi")
+        if self._hi is not None and not self._hi > self.lo:
+            raise ValueError(f"hi must be > lo to bracket the search, got lo={self.lo}, hi={hi}")
+        self._tol = None if tol is None else check_positive(tol, "tol")
+        self.rtol = check_nonnegative(rtol, "rtol")
+        if method not in ("bisection", "secant"):
+            raise ValueError(f"method must be 'bisection' or 'secant', got {method!r}")
+        self.method = str(method)
+        self.hi = math.nan
+        self.tol = math.nan
 
-def _check_range(
-    lo: object, hi: object, tol: object, rtol: object
-) -> tuple[float, float | None, float | None, float]:
-    lo_f = check_nonnegative(lo, "lo")
-    hi_f = None if hi is None else check_positive(hi, "hi")
-    if hi_f is not None and not hi_f > lo_f:
-        raise ValueError(f"hi must be > lo to bracket the search, got lo={lo_f}, hi={hi_f}")
-    tol_f = None if tol is None else check_positive(tol, "tol")
-    rtol_f = check_nonnegative(rtol, "rtol")
-    return lo_f, hi_f, tol_f, rtol_f
+    def resolve(self, attack: Attack, x: Tensor) -> None:
+        """Fix ``hi`` (default: the whole box) and ``tol`` (default: ``(hi - lo) / 1024``)."""
+        if not math.isnan(self.hi):
+            return
+        h = _default_hi(attack, x) if self._hi is None else self._hi
+        if not h > self.lo:
+            raise ValueError(f"hi must be > lo, got lo={self.lo}, hi={h}")
+        self.hi = h
+        self.tol = (h - self.lo) / 1024 if self._tol is None else self._tol
+
+    def search(
+        self,
+        model: nn.Module,
+        attack: Attack,
+        b: Batch,
+        *,
+        active_set: bool = True,
+        generator: torch.Generator | None,
+        consider: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """:func:`_search_batch` on one batch with these settings."""
+        self.resolve(attack, b.x)
+        return _search_batch(
+            model,
+            attack,
+            b.x,
+            b.y,
+            lo=self.lo,
+            hi=self.hi,
+            tol=self.tol,
+            rtol=self.rtol,
+            active_set=active_set,
+            method=self.method,
+            generator=generator,
+            consider=consider,
+        )
+
+    def result(self, out: dict[str, Tensor], attack: Attack, prefix: str = "") -> DistortionResult:
+        """The :class:`DistortionResult` of the loop's outputs (keys ``prefix + field``)."""
+        return DistortionResult(
+            out[prefix + "distance"],
+            out[prefix + "lower"],
+            out[prefix + "found"],
+            out[prefix + "correct"],
+            out[prefix + "evaluations"],
+            str(attack.norm),
+            0.0 if is_unbounded(attack) else self.tol,
+            self.rtol,
+        )
 
 
 def minimal_distortion(
@@ -281,30 +342,10 @@ def minimal_distortion(
     """
     model = check_model(model)
     attack = search_attack(bind_attack(attack, model))
-    lo_f, hi_f, tol_f, rtol_f = _check_range(lo, hi, tol, rtol)
-    _check_method(method)
-    settings: dict[str, float] = {}
+    settings = _SearchRange(lo, hi, tol, rtol, method)
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        if not settings:
-            h = _default_hi(attack, b.x) if hi_f is None else hi_f
-            if not h > lo_f:
-                raise ValueError(f"hi must be > lo, got lo={lo_f}, hi={h}")
-            settings["hi"] = h
-            settings["tol"] = (h - lo_f) / 1024 if tol_f is None else tol_f
-        return _search_batch(
-            model,
-            attack,
-            b.x,
-            b.y,
-            lo=lo_f,
-            hi=settings["hi"],
-            tol=settings["tol"],
-            rtol=rtol_f,
-            active_set=active_set,
-            method=method,
-            generator=generator,
-        )
+        return settings.search(model, attack, b, active_set=active_set, generator=generator)
 
     out = evaluate(
         data,
@@ -314,16 +355,7 @@ def minimal_distortion(
         desc="minimal distortion",
         bounds=attack.bounds,
     )
-    return DistortionResult(
-        out["distance"],
-        out["lower"],
-        out["found"],
-        out["correct"],
-        out["evaluations"],
-        str(attack.norm),
-        0.0 if is_unbounded(attack) else settings["tol"],
-        rtol_f,
-    )
+    return settings.result(out, attack)
 
 
 def robustness_score(
@@ -369,37 +401,16 @@ def robustness_score(
     named = named_models(models)
     attacks = {name: search_attack(bind_attack(attack, m)) for name, m in named.items()}
     first = next(iter(attacks.values()))
-    lo_f, hi_f, tol_f, rtol_f = _check_range(lo, hi, tol, rtol)
-    _check_method(method)
-    settings: dict[str, float] = {}
+    settings = _SearchRange(lo, hi, tol, rtol, method)
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        if not settings:
-            h = _default_hi(first, b.x) if hi_f is None else hi_f
-            if not h > lo_f:
-                raise ValueError(f"hi must be > lo, got lo={lo_f}, hi={h}")
-            settings["hi"] = h
-            settings["tol"] = (h - lo_f) / 1024 if tol_f is None else tol_f
+        settings.resolve(first, b.x)
         common = torch.ones(b.x.shape[0], dtype=torch.bool, device=b.x.device)
         for name, m in named.items():
-            with model_state_guard(m):
-                common &= predict(m, b.x, f"models[{name!r}]").argmax(1) == b.y
+            common &= predict_labels(m, b.x, f"models[{name!r}]") == b.y
         out: dict[str, Tensor] = {"common": common}
         for name, m in named.items():
-            part = _search_batch(
-                m,
-                attacks[name],
-                b.x,
-                b.y,
-                lo=lo_f,
-                hi=settings["hi"],
-                tol=settings["tol"],
-                rtol=rtol_f,
-                active_set=True,
-                method=method,
-                generator=generator,
-                consider=common,
-            )
+            part = settings.search(m, attacks[name], b, generator=generator, consider=common)
             for key, value in part.items():
                 out[f"{name}\0{key}"] = value
         return out
@@ -412,17 +423,5 @@ def robustness_score(
         desc="robustness score",
         bounds=first.bounds,
     )
-    results = {}
-    for name in named:
-        atk = attacks[name]
-        results[name] = DistortionResult(
-            out[f"{name}\0distance"],
-            out[f"{name}\0lower"],
-            out[f"{name}\0found"],
-            out[f"{name}\0correct"],
-            out[f"{name}\0evaluations"],
-            str(atk.norm),
-            0.0 if is_unbounded(atk) else settings["tol"],
-            rtol_f,
-        )
+    results = {name: settings.result(out, attacks[name], f"{name}\0") for name in named}
     return RobustnessScoreResult(tuple(named), out["common"], results)

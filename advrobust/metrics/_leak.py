@@ -5,16 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._validate import check_bounds, model_state_guard
+from .._validate import check_bounds
 from ._loop import (
     Batch,
-    batch_eps,
     bind_attack,
     check_eps_arg,
-    check_eps_length,
     check_model,
     evaluate,
-    predict,
+    predict_labels,
     run_attack,
 )
 from ._results import LabelLeakResult
@@ -74,11 +72,9 @@ def label_leak_count(
     atk_pred = bind_attack(atk_true if attack_pred is None else attack_pred, model, "attack_pred")
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        e = batch_eps(eps, b)
-        with model_state_guard(model):
-            clean = predict(model, b.x).argmax(1) == b.y
-        adv_true = run_attack(atk_true, b.x, b.y, e, generator)
-        adv_pred = run_attack(atk_pred, b.x, None, e, generator)
+        clean = predict_labels(model, b.x) == b.y
+        adv_true = run_attack(atk_true, b, b.y, eps, generator)
+        adv_pred = run_attack(atk_pred, b, None, eps, generator)
         correct_true = adv_true.adv_pred == b.y
         correct_pred = adv_pred.adv_pred == b.y
         return {
@@ -95,6 +91,6 @@ def label_leak_count(
         progress=progress,
         desc="label leaking",
         bounds=atk_true.bounds,
+        eps=eps,
     )
-    check_eps_length(eps, int(out["mask"].numel()))
     return LabelLeakResult(out["mask"], out["correct_true"], out["correct_pred"], out["clean"])

@@ -16,7 +16,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._validate import check_images, check_int, check_labels, check_model_device, describe
+from .._validate import (
+    check_images,
+    check_int,
+    check_labels,
+    check_model_device,
+    describe,
+    model_state_guard,
+)
 from ..attacks import CWL2, Attack, AttackResult
 
 __all__ = [
@@ -28,6 +35,8 @@ __all__ = [
     "evaluate",
     "iterate_batches",
     "predict",
+    "predict_eval",
+    "predict_labels",
 ]
 
 DataLike = tuple[Tensor, Tensor] | Iterable[Any]
@@ -138,11 +147,13 @@ def evaluate(
     desc: str = "evaluating",
     bounds: tuple[float, float] | None = None,
     name: str = "data",
+    eps: EpsLike = None,
 ) -> dict[str, Tensor]:
     """Run ``fn`` over every batch of ``data`` and concatenate its per-example outputs.
 
     ``fn`` returns a mapping of tensors whose first dimension is the batch size. Outputs stay on
-    their device until the single concatenation at the end.
+    their device until the single concatenation at the end. A per-example ``eps`` (sliced by
+    ``fn`` through :func:`batch_eps`) must have exactly one value per example of ``data``.
     """
     from tqdm.auto import tqdm
 
@@ -156,15 +167,19 @@ def evaluate(
         except TypeError:
             total = None
     parts: dict[str, list[Tensor]] = {}
+    n = 0
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     try:
         for batch in iterate_batches(data, batch_size=batch_size, bounds=bounds, name=name):
             out = fn(batch)
             for key, value in out.items():
                 parts.setdefault(key, []).append(value)
+            n = batch.stop
             bar.update(1)
     finally:
         bar.close()
+    if isinstance(eps, Tensor) and eps.shape[0] != n:
+        raise ValueError(f"eps has {eps.shape[0]} values but data has {n} examples")
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
@@ -178,6 +193,17 @@ def predict(model: nn.Module, x: Tensor, name: str = "model") -> Tensor:
             f"{name} must return logits of shape (B, K) = ({x.shape[0]}, K), got {describe(out)}"
         )
     return out
+
+
+def predict_eval(model: nn.Module, x: Tensor, name: str = "model") -> Tensor:
+    """Logits of ``model`` on ``x`` in eval mode (every flag, ``.grad`` restored afterwards)."""
+    with model_state_guard(model):
+        return predict(model, x, name)
+
+
+def predict_labels(model: nn.Module, x: Tensor, name: str = "model") -> Tensor:
+    """Predicted classes of ``model`` on ``x`` in eval mode (see :func:`predict_eval`)."""
+    return predict_eval(model, x, name).argmax(1)
 
 
 def check_eps_arg(eps: object, name: str = "eps") -> EpsLike:
@@ -211,12 +237,6 @@ def batch_eps(eps: EpsLike, batch: Batch, name: str = "eps") -> float | Tensor |
             )
         return part.to(device=batch.x.device, dtype=batch.x.dtype)
     return eps
-
-
-def check_eps_length(eps: EpsLike, n: int, name: str = "eps") -> None:
-    """After the loop: a per-example eps must have exactly one value per example."""
-    if isinstance(eps, Tensor) and eps.shape[0] != n:
-        raise ValueError(f"{name} has {eps.shape[0]} values but data has {n} examples")
 
 
 def bind_attack(attack: object, model: nn.Module, name: str = "attack") -> Attack:
@@ -269,15 +289,20 @@ def is_unbounded(attack: object) -> bool:
 
 def run_attack(
     attack: Attack,
-    x: Tensor,
-    y: Tensor | None,
-    eps: float | Tensor | None,
+    batch: Batch,
+    labels: Tensor | None,
+    eps: EpsLike,
     generator: torch.Generator | None,
 ) -> AttackResult:
-    """``attack.run`` with ``eps`` passed only when given and meaningful for the attack."""
-    if eps is None or is_unbounded(attack):
-        return attack.run(x, y, generator=generator)
-    return attack.run(x, y, eps=eps, generator=generator)
+    """``attack.run`` on a batch, with ``labels`` (None: the model's predictions).
+
+    ``eps`` is the metric-level eps (a float or one value per example of the whole data set);
+    its slice for this batch is passed only when given and meaningful for the attack.
+    """
+    e = batch_eps(eps, batch)
+    if e is None or is_unbounded(attack):
+        return attack.run(batch.x, labels, generator=generator)
+    return attack.run(batch.x, labels, eps=e, generator=generator)
 
 
 def named_models(models: object) -> dict[str, nn.Module]:

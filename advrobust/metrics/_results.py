@@ -262,7 +262,9 @@ class DistortionResult(_Result):
     def median(self) -> float:
         """Median distance over the examples that were broken (NaN if none)."""
         d = self.distance[self.found]
-        return float(d.double().median()) if d.numel() else math.nan
+        # torch.median returns the lower middle value; the median of an even count is the
+        # mean of the two middle values (numpy, statistics.median).
+        return float(d.double().quantile(0.5)) if d.numel() else math.nan
 
     @property
     def unbroken(self) -> Tensor:

@@ -25,8 +25,15 @@ from .._validate import (
     check_positive,
     model_state_guard,
 )
-from ._loop import bind_attack, check_model, check_norm, predict
-from ._results import Finding, SanityReport
+from ..attacks import logit_margin
+from ._loop import (
+    bind_attack,
+    check_model,
+    check_norm,
+    predict_eval,
+    predict_labels,
+)
+from ._results import Finding, SanityReport, _frac
 
 __all__ = ["SANITY_CHECKS", "sanity_check"]
 
@@ -67,10 +74,6 @@ def _finding(id_: str, explanation: str, **details: Any) -> Finding:
     )
 
 
-def _frac(mask: Tensor) -> float:
-    return float(mask.double().mean()) if mask.numel() else math.nan
-
-
 def _forward_twice_keep_buffers(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     """Two forward passes in the model's current mode; buffers (BN statistics) restored.
 
@@ -97,15 +100,20 @@ def _differs(a: Tensor, b: Tensor) -> float:
     return diff / max(scale, 1e-12)
 
 
-def _margin_grad(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Gradient of the logit margin z_y - max_{j != y} z_j w.r.t. x (does not saturate)."""
+def _input_grads(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Input gradients of the logit margin (does not saturate) and of the cross-entropy."""
     with torch.inference_mode(False), torch.enable_grad():
         xr = x.detach().clone().requires_grad_(True)
         z = model(xr)
-        zy = z.gather(1, y[:, None]).squeeze(1)
-        other = z.masked_fill(F.one_hot(y, z.shape[1]).bool(), -math.inf).amax(1)
-        (grad,) = torch.autograd.grad((zy - other).sum(), xr)
-    return grad
+        (margin,) = torch.autograd.grad(logit_margin(z, y).sum(), xr, retain_graph=True)
+        (ce,) = torch.autograd.grad(F.cross_entropy(z, y, reduction="sum"), xr)
+    return margin, ce
+
+
+def _all_zero(grad: Tensor) -> Tensor:
+    """Bool ``(B,)``: the example's gradient is finite and exactly zero."""
+    flat = grad.flatten(1)
+    return torch.isfinite(flat).all(1) & (flat.abs().amax(1) == 0)
 
 
 def _noise(
@@ -150,7 +158,9 @@ def sanity_check(
       randomised defence); buffers such as BatchNorm statistics are restored afterwards.
     - ``zero-gradients`` / ``nonfinite-gradients``: the gradient of the logit margin with
       respect to the input is exactly zero for more than ``tolerance`` of the examples, or
-      not finite (quantisation, non-differentiable preprocessing: gradient masking).
+      not finite (quantisation, non-differentiable preprocessing: gradient masking); or,
+      when ``attack`` uses the cross-entropy, the cross-entropy gradient alone is zero (a
+      saturated softmax), and the finding suggests ``loss="margin"``.
     - ``iterative-weaker-than-single-step``: the iterative ``attack`` succeeds less often
       than ``single_step`` at the same ``eps``.
     - ``accuracy-not-monotone-in-eps``: adversarial accuracy of ``attack`` rises along
@@ -221,10 +231,10 @@ def sanity_check(
     findings: list[Finding] = []
     run = set(selected)
 
-    with model_state_guard(model):
-        logits = predict(model, x)
+    logits = predict_eval(model, x)
     if logits.shape[1] < 2:
         raise ValueError(f"model must output at least 2 classes, got {tuple(logits.shape)}")
+    check_labels(y, int(x.shape[0]), "y", num_classes=int(logits.shape[1]))
     correct = logits.argmax(1) == y
     n_correct = int(correct.sum())
     clean_acc = _frac(correct)
@@ -274,10 +284,11 @@ def sanity_check(
 
     if "zero-gradients" in run or "nonfinite-gradients" in run:
         with model_state_guard(model):
-            grad = _margin_grad(model, x, y)
-        flat = grad.flatten(1)
-        finite = torch.isfinite(flat).all(1)
-        zero = finite & (flat.abs().amax(1) == 0)
+            grad, ce_grad = _input_grads(model, x, y)
+        finite = torch.isfinite(grad.flatten(1)).all(1)
+        zero = _all_zero(grad)
+        # cross-entropy gradient zero where the margin's is not: a saturated softmax
+        saturated = _all_zero(ce_grad) & ~zero & finite
         if "nonfinite-gradients" in run and not bool(finite.all()):
             findings.append(
                 _finding(
@@ -288,16 +299,36 @@ def sanity_check(
                     fraction=_frac(~finite),
                 )
             )
-        if "zero-gradients" in run and _frac(zero) > tolerance:
-            findings.append(
-                _finding(
-                    "zero-gradients",
+        masked = _frac(zero) > tolerance
+        # the margin loss only helps attacks that would otherwise use the cross-entropy
+        uses_ce = getattr(iterative, "loss", None) == "ce"
+        softmax_saturated = uses_ce and _frac(saturated) > tolerance
+        if "zero-gradients" in run and (masked or softmax_saturated):
+            parts = []
+            if masked:
+                parts.append(
                     f"The gradient of the logit margin is exactly zero for {int(zero.sum())} "
                     f"of {x.shape[0]} examples. A quantising or non-differentiable layer "
                     "(rounding, thresholding, JPEG) masks the gradient: gradient attacks "
                     "cannot move and robustness looks high. Attack through a differentiable "
-                    "approximation (BPDA) or with gradient-free attacks.",
-                    fraction=_frac(zero),
+                    "approximation (BPDA) or with gradient-free attacks."
+                )
+            if softmax_saturated:
+                parts.append(
+                    f"The cross-entropy gradient is exactly zero for {int(saturated.sum())} "
+                    f"of {x.shape[0]} examples although the logit margin's is not: the "
+                    "softmax saturates (an over-confident model), so cross-entropy attacks "
+                    'cannot move. Attack with the margin loss, e.g. BIM(model, loss="margin")'
+                    ' or PGD(model, loss="margin"), or with CWL2.'
+                )
+            findings.append(
+                _finding(
+                    "zero-gradients",
+                    " ".join(parts),
+                    fraction=_frac(zero | saturated) if uses_ce else _frac(zero),
+                    margin_zero_fraction=_frac(zero),
+                    cross_entropy_zero_fraction=_frac(saturated | zero),
+                    suggest_margin_loss=softmax_saturated,
                 )
             )
 
@@ -387,8 +418,7 @@ def sanity_check(
     if "noise-beats-attack" in run and noise_samples > 0 and n_correct:
         delta = _noise(x, eps, norm, noise_samples, generator)
         xn = (x.unsqueeze(0) + delta).clamp(bounds[0], bounds[1]).flatten(0, 1)
-        with model_state_guard(model):
-            pn = predict(model, xn).argmax(1).reshape(noise_samples, b)
+        pn = predict_labels(model, xn).reshape(noise_samples, b)
         noise_broken = (pn != y).any(0) & correct
         beats = noise_broken & ~iter_success_at_eps
         if _frac(beats) > tolerance:

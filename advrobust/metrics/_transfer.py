@@ -7,18 +7,16 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .._validate import model_state_guard
 from ..attacks import Attack
 from ._loop import (
     Batch,
-    batch_eps,
     bind_attack,
     check_eps_arg,
-    check_eps_length,
     check_model,
     evaluate,
     named_models,
-    predict,
+    predict_eval,
+    predict_labels,
     run_attack,
 )
 from ._results import TransferMatrixResult, TransferResult
@@ -132,8 +130,7 @@ def transfer_matrix(
         classes: dict[str, int] = {}
         clean_pred: dict[str, Tensor] = {}
         for name, m in named.items():
-            with model_state_guard(m):
-                logits = predict(m, b.x, f"models[{name!r}]")
+            logits = predict_eval(m, b.x, f"models[{name!r}]")
             classes[name] = int(logits.shape[1])
             clean_pred[name] = logits.argmax(1)
         if len(set(classes.values())) > 1:
@@ -143,17 +140,14 @@ def transfer_matrix(
         t_wrong = torch.zeros(len(names), len(names), n, dtype=torch.bool, device=b.x.device)
         for s in src:
             i = names.index(s)
-            res = run_attack(
-                attacks[s], b.x, b.y if use_labels else None, batch_eps(eps, b), generator
-            )
+            res = run_attack(attacks[s], b, b.y if use_labels else None, eps, generator)
             s_correct[i] = clean_pred[s] == b.y
             s_fooled[i] = res.adv_pred != b.y
             for j, t in enumerate(names):
                 if t == s:
                     t_wrong[i, j] = res.adv_pred != b.y
                 else:
-                    with model_state_guard(named[t]):
-                        pred = predict(named[t], res.x_adv, f"models[{t!r}]").argmax(1)
+                    pred = predict_labels(named[t], res.x_adv, f"models[{t!r}]")
                     t_wrong[i, j] = pred != b.y
         # per-example dimension last in the result; the loop concatenates along dim 0
         return {
@@ -163,9 +157,8 @@ def transfer_matrix(
         }
 
     out = evaluate(
-        data, fn, batch_size=batch_size, progress=progress, desc="transfer", bounds=bounds
+        data, fn, batch_size=batch_size, progress=progress, desc="transfer", bounds=bounds, eps=eps
     )
-    check_eps_length(eps, int(out["s_correct"].shape[0]))
     return TransferMatrixResult(
         names,
         out["s_correct"].T.contiguous(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -156,22 +158,7 @@ def wide_resnet(
     return WideResNet(depth, widen_factor, num_classes, in_channels, dropout=dropout, width=width)
 
 
-@register_model(
-    "wide-resnet-28-10",
-    family="wide-resnet",
-    description="WRN-28-10 (Zagoruyko & Komodakis; 36.5M parameters)",
-    paper=_PAPER,
-    num_params={"cifar10": 36_479_194},
-)
-def wide_resnet28_10(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    input_size: int = 32,
-    dropout: float = 0.0,
-    width: float = 1.0,
-) -> WideResNet:
-    """WRN-28-10: 36,479,194 parameters on CIFAR-10.
+_FIXED_DOC = """WRN-{depth}-{widen}{who}: {count:,} parameters on CIFAR-10.
 
     Args:
         num_classes: Number of output logits.
@@ -183,36 +170,38 @@ def wide_resnet28_10(
     Returns:
         A :class:`WideResNet`.
     """
-    check_int(input_size, "input_size", minimum=1)
-    return WideResNet(28, 10, num_classes, in_channels, dropout=dropout, width=width)
 
 
-@register_model(
-    "wide-resnet-34-10",
-    family="wide-resnet",
-    description="WRN-34-10 (Madry et al.'s CIFAR-10 model; 46.2M parameters)",
-    paper=_PAPER,
-    num_params={"cifar10": 46_160_474},
+def _fixed(depth: int, widen: int, count: int, who: str, note: str) -> Callable[..., WideResNet]:
+    """Register ``wide-resnet-{depth}-{widen}``, a WRN of fixed depth and widening factor."""
+
+    def builder(
+        *,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        input_size: int = 32,
+        dropout: float = 0.0,
+        width: float = 1.0,
+    ) -> WideResNet:
+        check_int(input_size, "input_size", minimum=1)
+        return WideResNet(depth, widen, num_classes, in_channels, dropout=dropout, width=width)
+
+    builder.__name__ = builder.__qualname__ = f"wide_resnet{depth}_{widen}"
+    builder.__doc__ = _FIXED_DOC.format(depth=depth, widen=widen, who=who, count=count)
+    return register_model(
+        f"wide-resnet-{depth}-{widen}",
+        family="wide-resnet",
+        description=f"WRN-{depth}-{widen} ({note})",
+        paper=_PAPER,
+        num_params={"cifar10": count},
+    )(builder)
+
+
+wide_resnet28_10 = _fixed(28, 10, 36_479_194, "", "Zagoruyko & Komodakis; 36.5M parameters")
+wide_resnet34_10 = _fixed(
+    34,
+    10,
+    46_160_474,
+    ", Madry et al.'s CIFAR-10 model",
+    "Madry et al.'s CIFAR-10 model; 46.2M parameters",
 )
-def wide_resnet34_10(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    input_size: int = 32,
-    dropout: float = 0.0,
-    width: float = 1.0,
-) -> WideResNet:
-    """WRN-34-10, Madry et al.'s CIFAR-10 model: 46,160,474 parameters on CIFAR-10.
-
-    Args:
-        num_classes: Number of output logits.
-        in_channels: Input channels.
-        input_size: Input height and width (unused; any size works).
-        dropout: Dropout probability inside every block.
-        width: Extra multiplier on every convolution width (Kurakin's rho).
-
-    Returns:
-        A :class:`WideResNet`.
-    """
-    check_int(input_size, "input_size", minimum=1)
-    return WideResNet(34, 10, num_classes, in_channels, dropout=dropout, width=width)

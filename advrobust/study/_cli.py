@@ -3,7 +3,7 @@
 Commands::
 
     advrobust study run CONFIG | --preset NAME [--out DIR] [--shard i/n] [--device D] [--root DIR]
-    advrobust study merge OUT_DIRS... --out DIR
+    advrobust study merge OUT_DIRS... --out DIR [--device D] [--root DIR]
     advrobust study plot DIR
     advrobust study presets [--show NAME]
     advrobust models [--dataset NAME | --num-classes K --in-channels C --input-size S] [--filter P]
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("sources", nargs="+", metavar="OUT_DIR", help="shard output folders")
     merge.add_argument("--out", required=True, help="merged output folder")
     merge.add_argument("--device", help="device for the cross-model tasks (transfer matrices)")
+    merge.add_argument("--root", help="dataset folder for those tasks (overrides data.root)")
 
     plot = study_cmds.add_parser("plot", help="(re)draw the figures of a study folder")
     plot.add_argument("dir", help="study folder (holding results.json)")
@@ -116,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="NAME",
-        help=f"attack class ({', '.join(ATTACK_NAMES)}); repeatable (default: BIM and CWL2)",
+        help=f"attack class ({', '.join(ATTACK_NAMES)}); repeatable (default: BIM and CWL2; "
+        "CWL2 runs its defaults, 9 x 1000 steps: minutes on a CPU)",
     )
     ev.add_argument(
         "--eps",
@@ -223,7 +225,9 @@ def _process_group() -> Iterator[None]:
 def _cmd_study_merge(args: argparse.Namespace) -> int:
     from ._runner import merge_studies
 
-    result = merge_studies(args.sources, args.out, device=args.device, stream=sys.stdout)
+    result = merge_studies(
+        args.sources, args.out, device=args.device, root=args.root, stream=sys.stdout
+    )
     if not result.complete:
         print("note: some cells of the grid are still missing from the merged folder")
     return 0
@@ -249,9 +253,21 @@ def _cmd_study_presets(args: argparse.Namespace) -> int:
         return 0
     for name in list_presets():
         cfg = load_preset(name)
-        first = cfg.description.split(". ")[0].strip()
-        print(f"{name:20s} {cfg.data.name:10s} {first}")
+        print(f"{name:20s} {cfg.data.name:10s} {_first_sentence(cfg.description)}")
     return 0
+
+
+def _first_sentence(text: str, width: int = 100) -> str:
+    """The first sentence of ``text``, at most ``width`` characters (cut at a word).
+
+    A sentence ends at a period before a capital letter ("et al. 2016" and "eq. 4" do not).
+    """
+    import re
+
+    first = re.split(r"(?<=\.)\s+(?=[A-Z])", " ".join(text.split()), maxsplit=1)[0]
+    if len(first) <= width:
+        return first
+    return first[: width - 3].rsplit(" ", 1)[0] + " ..."
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -291,7 +307,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from advrobust import metrics as M
     from advrobust.data import load_dataset
 
-    from ._runner import build_model, resolve_device
+    from ._runner import adversarial_accuracies, build_model, load_weights, resolve_device
 
     names = args.attack or ["BIM", "CWL2"]
     lookup = {n.lower(): n for n in ATTACK_NAMES}
@@ -313,6 +329,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     spec: dict[str, Any] = {}
     if sidecar.is_file():
         spec = json.loads(sidecar.read_text(encoding="utf-8"))
+        recorded = spec.get("name")
+        if recorded is not None and recorded != args.model:
+            raise ValueError(
+                f"--model {args.model!r} does not match {sidecar}, which records the weights "
+                f"as model {recorded!r}; pass --model {recorded}"
+            )
     if args.model_kwargs is not None:
         try:
             spec["kwargs"] = json.loads(args.model_kwargs)
@@ -332,12 +354,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         spec["normalize"] = [list(data.mean), list(data.std)]
     model = build_model(spec)
     try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except (RuntimeError, OSError, ValueError) as error:
-        first = str(error).splitlines()[0]
+        load_weights(model, weights)
+    except ValueError as error:
         raise ValueError(
-            f"--weights {weights} does not fit model {args.model!r} with kwargs "
-            f"{spec['kwargs']} (normalize={spec['normalize'] is not None}): {first}"
+            f"--weights: model {args.model!r} with kwargs {spec['kwargs']} "
+            f"(normalize={spec['normalize'] is not None}): {error}"
         ) from None
     model = model.to(device).eval()
     n = len(data.targets)
@@ -354,18 +375,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for name in names:
         attack = getattr(A, lookup[name.lower()])(model)
         if args.eps and lookup[name.lower()] != "CWL2":
-            for eps in args.eps:
-                res = M.adversarial_accuracy(
-                    model,
-                    (x, y),
-                    attack,
-                    delta=eps,
-                    norm=attack.norm,
-                    batch_size=args.batch_size,
-                    generator=gen,
-                )
+            values = adversarial_accuracies(
+                model, (x, y), attack, args.eps, batch_size=args.batch_size, generator=gen
+            )
+            for eps, value in zip(args.eps, values, strict=True):
                 label = f"adversarial accuracy {attack.norm} eps={eps:g} [{type(attack).__name__}]"
-                print(f"{label:40s} {res.value:10.4f}  {len(y)}")
+                print(f"{label:40s} {value:10.4f}  {len(y)}")
         else:
             dres = M.minimal_distortion(
                 model, (x, y), attack, batch_size=args.batch_size, generator=gen
@@ -407,8 +422,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"advrobust: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("advrobust: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(_INTERRUPTED, file=sys.stderr)
         return 130
+    except Exception as error:
+        # Ctrl-C or SIGTERM inside a library's cleanup (e.g. torch.save closing a checkpoint
+        # file) surfaces as that library's error raised while handling the interrupt
+        if _caused_by_interrupt(error):
+            print(_INTERRUPTED, file=sys.stderr)
+            return 130
+        raise
+
+
+_INTERRUPTED = "advrobust: interrupted; rerun the same command to resume"
+
+
+def _caused_by_interrupt(error: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 if __name__ == "__main__":  # pragma: no cover

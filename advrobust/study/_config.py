@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "ATTACK_NAMES",
@@ -178,7 +178,7 @@ def _build(cls: type[Any], data: object, name: str) -> Any:
             f"{name}.{unknown[0]}", f"unknown key; valid keys of {name}: {', '.join(names)}"
         )
     try:
-        return cls.from_dict(data) if hasattr(cls, "from_dict") else cls(**data)
+        return cls.from_dict(data)
     except ConfigError as error:
         raise _prefixed(name, error) from None
     except TypeError as error:  # a missing required key
@@ -206,9 +206,20 @@ def _to_plain(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 # the spec dataclasses
 
+_SpecT = TypeVar("_SpecT", bound="_Spec")
+
+
+class _Spec:
+    """Base of the section dataclasses: built from a mapping read from TOML/JSON."""
+
+    @classmethod
+    def from_dict(cls: type[_SpecT], data: Mapping[str, Any]) -> _SpecT:
+        """Build from a mapping (as read from TOML/JSON); every value is validated."""
+        return cls(**dict(data))
+
 
 @dataclass(frozen=True)
-class AttackSpec:
+class AttackSpec(_Spec):
     """An attack of :mod:`advrobust.attacks` by class name plus constructor keyword arguments.
 
     Args:
@@ -225,14 +236,9 @@ class AttackSpec:
         if "model" in self.kwargs:
             raise ConfigError("kwargs.model", "the model is supplied by the study, leave it out")
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AttackSpec:
-        """Build from a mapping (as read from TOML/JSON)."""
-        return cls(**dict(data))
-
 
 @dataclass(frozen=True)
-class DataSpec:
+class DataSpec(_Spec):
     """Dataset, nested subset sizes and the evaluation split.
 
     Args:
@@ -269,14 +275,9 @@ class DataSpec:
         _int(self.seed, "seed", minimum=0)
         _str(self.test_split, "test_split")
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DataSpec:
-        """Build from a mapping (as read from TOML/JSON)."""
-        return cls(**dict(data))
-
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(_Spec):
     """One architecture of the grid.
 
     Args:
@@ -324,14 +325,9 @@ class ModelSpec:
         assert self.label is not None  # set in __post_init__
         return self.label
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
-        """Build from a mapping (as read from TOML/JSON)."""
-        return cls(**dict(data))
-
 
 @dataclass(frozen=True)
-class RecipeSpec:
+class RecipeSpec(_Spec):
     """A training recipe.
 
     Args:
@@ -356,14 +352,9 @@ class RecipeSpec:
         _choice(self.kind, "kind", RECIPE_KINDS)
         object.__setattr__(self, "settings", _kwargs(self.settings, "settings"))
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RecipeSpec:
-        """Build from a mapping (as read from TOML/JSON)."""
-        return cls(**dict(data))
-
 
 @dataclass(frozen=True)
-class TrainingSpec:
+class TrainingSpec(_Spec):
     """Training settings shared by every recipe.
 
     Args:
@@ -401,11 +392,6 @@ class TrainingSpec:
         _int(self.checkpoint_every, "checkpoint_every", minimum=1)
         object.__setattr__(self, "settings", _kwargs(self.settings, "settings"))
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrainingSpec:
-        """Build from a mapping (as read from TOML/JSON)."""
-        return cls(**dict(data))
-
 
 def _default_ifgsm() -> AttackSpec:
     return AttackSpec("BIM", {"steps": 10, "rel_alpha": 0.1})
@@ -416,7 +402,7 @@ def _default_cw() -> AttackSpec:
 
 
 @dataclass(frozen=True)
-class EvalSpec:
+class EvalSpec(_Spec):
     """What is measured on every trained model.
 
     Args:
@@ -486,11 +472,6 @@ class EvalSpec:
             raise ConfigError("deltas", "adversarial-accuracy needs at least one Delta")
         _float(self.leak_eps, "leak_eps", positive=True)
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvalSpec:
-        """Build from a mapping (as read from TOML/JSON)."""
-        return cls(**dict(data))
-
 
 # --------------------------------------------------------------------------------------------
 
@@ -527,7 +508,8 @@ class StudyConfig:
         training: shared training settings, see :class:`TrainingSpec`.
         evaluation: metrics and attacks, see :class:`EvalSpec`.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1`` ...; not part of
-            the study's identity, so a study may be resumed on another device.
+            the study's identity, so a study may be resumed on another device (nor is
+            ``data.root``, so it may be resumed on a machine that keeps the data elsewhere).
         threads: torch intra-op CPU threads while the study runs (None: torch's default).
             Small models on small batches run fastest with 1 thread per process; the previous
             setting is restored afterwards. Not part of the study's identity.
@@ -694,11 +676,16 @@ class StudyConfig:
         return dataclasses.replace(self, **changes)
 
     def identity(self) -> dict[str, Any]:
-        """The part of the config that defines the results (not device, threads, description)."""
+        """The part of the config that defines the results.
+
+        Not part of it: ``device``, ``threads``, ``description`` and ``data.root`` (where the
+        dataset files are, which differs between machines but not the data).
+        """
         out = self.to_dict()
         out.pop("device")
         out.pop("threads")
         out.pop("description")
+        out["data"].pop("root")
         return out
 
     def fingerprint(self) -> str:

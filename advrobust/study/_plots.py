@@ -7,12 +7,14 @@ matplotlib's object interface (an Agg canvas, no pyplot state and no display nee
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._results import turning_points
+from ._state import atomic_write_bytes
 
 __all__ = ["plot_results"]
 
@@ -121,8 +123,8 @@ def plot_results(
         fig.tight_layout()
         for fmt in formats:
             path = out_dir / f"{study}-{recipe}.{fmt}"
-            tmp = path.with_name(f".{path.name}.tmp")
-            fig.savefig(tmp, format=fmt, dpi=120)
-            tmp.replace(path)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, dpi=120)
+            atomic_write_bytes(path, buffer.getvalue())
             written.append(path)
     return written

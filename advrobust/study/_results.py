@@ -238,7 +238,14 @@ def read_results(path: str | Path) -> list[dict[str, Any]]:
     """Read ``results.json`` (or the ``results.json`` inside a study folder)."""
     path = Path(path)
     if path.is_dir():
+        if not (path / "results.json").is_file():
+            raise FileNotFoundError(
+                f"{path} holds no results.json: is it a study folder whose run (or merge) has "
+                f"finished at least one cell?"
+            )
         path = path / "results.json"
+    elif not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (give a study folder or its results.json)")
     rows = read_json(path)
     if not isinstance(rows, list):
         raise ValueError(f"{path} does not hold a list of result rows")

@@ -22,8 +22,10 @@ folder that holds another config.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -96,29 +98,37 @@ class StudyResult:
 
 def _prepare_out_dir(config: StudyConfig, out_dir: Path) -> None:
     state_path = out_dir / _STATE
-    if state_path.is_file():
-        state = read_json(state_path)
-        if state.get("fingerprint") != config.fingerprint():
-            old = StudyConfig.from_dict(state["config"]) if "config" in state else None
-            diffs = config_diff(old.identity(), config.identity()) if old else ["<unknown>"]
-            shown = "\n  ".join(diffs[:12]) + ("\n  ..." if len(diffs) > 12 else "")
-            raise StudyConfigMismatchError(
-                f"{out_dir} already holds study {state.get('name')!r} with a different config; "
-                f"refusing to mix results. Changed fields:\n  {shown}\n"
-                f"Use another --out folder, or delete {out_dir} to start over."
-            )
-        return
-    # (hidden temporary files of a concurrent shard creating the same folder do not count)
-    if out_dir.exists() and any(not p.name.startswith(".") for p in out_dir.iterdir()):
-        raise StudyConfigMismatchError(
-            f"{out_dir} is not empty and holds no {_STATE}; refusing to write a study into it. "
-            f"Choose an empty or new --out folder."
+    if not state_path.is_file():
+        # (hidden temporary files of a concurrent shard creating the same folder do not count)
+        visible = (
+            [p for p in out_dir.iterdir() if not p.name.startswith(".")] if out_dir.exists() else []
         )
+        if not visible:
+            _write_state(config, out_dir)
+            return
+        if not state_path.is_file():  # (not just written by a shard sharing the folder)
+            raise StudyConfigMismatchError(
+                f"{out_dir} is not empty and holds no {_STATE}; refusing to write a study into "
+                f"it. Choose an empty or new --out folder."
+            )
+    state = read_json(state_path)
+    if state.get("fingerprint") != config.fingerprint():
+        old = StudyConfig.from_dict(state["config"]) if "config" in state else None
+        diffs = config_diff(old.identity(), config.identity()) if old else ["<unknown>"]
+        shown = "\n  ".join(diffs[:12]) + ("\n  ..." if len(diffs) > 12 else "")
+        raise StudyConfigMismatchError(
+            f"{out_dir} already holds study {state.get('name')!r} with a different config; "
+            f"refusing to mix results. Changed fields:\n  {shown}\n"
+            f"Use another --out folder, or delete {out_dir} to start over."
+        )
+
+
+def _write_state(config: StudyConfig, out_dir: Path) -> None:
     from advrobust import __version__
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
-        state_path,
+        out_dir / _STATE,
         {
             "format": _FORMAT,
             "name": config.name,
@@ -299,10 +309,19 @@ def load_cell_model(out_dir: str | Path, key: str, *, device: str = "cpu") -> nn
     weights = folder / "model.pt"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} does not exist (is the cell finished?)")
-    model = build_model(read_json(folder / "model.json"))
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    model = load_weights(build_model(read_json(folder / "model.json")), weights)
     return model.to(resolve_device(device)).eval()
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a ``state_dict`` file into ``model`` (``weights_only``); errors name the file."""
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, OSError, ValueError, KeyError, TypeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} does not fit the model: {first}") from None
+    return model
 
 
 def _augment(names: Sequence[str], input_size: int) -> Any:
@@ -361,14 +380,68 @@ def make_attack(spec: AttackSpec, model: nn.Module, field_name: str, **overrides
         raise ConfigError(f"evaluation.{field_name}", f"{spec.name}: {error}") from None
 
 
+def attack_at(attack: Any, delta: float) -> Any:
+    """The attack run for eq. 5 at threshold Delta: ``eps = Delta`` (CW-L2 has no eps: as is)."""
+    return attack.replace(eps=delta) if "eps" in attack.config() else attack
+
+
+def adversarial_accuracies(
+    model: nn.Module,
+    data: tuple[Tensor, Tensor],
+    attack: Any,
+    deltas: Sequence[float],
+    *,
+    batch_size: int,
+    generator: torch.Generator | None,
+) -> list[float]:
+    """Paper 000 eq. 5 (:func:`advrobust.metrics.adversarial_accuracy`) at every Delta."""
+    from advrobust import metrics as M
+
+    return [
+        float(
+            M.adversarial_accuracy(
+                model,
+                data,
+                attack_at(attack, delta),
+                delta=delta,
+                norm=attack.norm,
+                batch_size=batch_size,
+                generator=generator,
+            ).value
+        )
+        for delta in deltas
+    ]
+
+
 def _attack_info(attack: Any) -> dict[str, Any]:
     return {"repr": repr(attack), "config": json.loads(json.dumps(attack.config(), default=str))}
 
 
 def _check_config_buildable(config: StudyConfig, data: _Data) -> None:
-    """Fail before any training if a recipe or an attack spec cannot be built."""
-    for recipe in config.recipes:
-        train_config(config, recipe, 0)
+    """Fail before anything is written if a model, recipe or attack spec cannot be built."""
+    from advrobust.models import create_model
+
+    for i, mspec in enumerate(config.models):
+        try:
+            with torch.device("meta"):
+                create_model(
+                    mspec.name,
+                    num_classes=data.num_classes,
+                    in_channels=data.in_channels,
+                    input_size=data.input_size,
+                    **mspec.kwargs,
+                )
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"models[{i}].kwargs", f"model {mspec.key!r}: {error}") from None
+    for i, recipe in enumerate(config.recipes):
+        tcfg = train_config(config, recipe, 0)
+        k = getattr(tcfg, "k", None)
+        if isinstance(k, int) and k > tcfg.batch_size:
+            raise ConfigError(
+                f"recipes[{i}].settings.k",
+                f"recipe {recipe.name!r}: k={k} adversarial examples per batch cannot exceed "
+                f"the batch size {tcfg.batch_size}",
+            )
     probe = nn.Sequential(nn.Flatten(), nn.Linear(data.in_channels * data.input_size**2, 2))
     ev = config.evaluation
     wanted = {
@@ -431,19 +504,31 @@ def _subset_tensors(dataset: Any, idx: np.ndarray, device: torch.device) -> tupl
     return dataset.data[index].to(device), dataset.targets[index].to(device)
 
 
-def _train_cell(
-    config: StudyConfig,
-    cell: Cell,
-    folder: Path,
-    model: nn.Module,
-    data: _Data,
-    device: torch.device,
-    seed: int,
-    progress: bool,
-) -> None:
+@dataclass(frozen=True)
+class _CellJob:
+    """What training and evaluating one cell read: the study, the cell and where it runs."""
+
+    config: StudyConfig
+    cell: Cell
+    folder: Path
+    data: _Data
+    device: torch.device
+    seed: int
+    progress: bool
+
+
+def _train_cell(job: _CellJob, model: nn.Module) -> None:
     from advrobust.data import TensorLoader
     from advrobust.training import AdversarialTrainer
 
+    config, cell, folder, data, device, seed = (
+        job.config,
+        job.cell,
+        job.folder,
+        job.data,
+        job.device,
+        job.seed,
+    )
     x, y = _subset_tensors(data.train, data.subsets[cell.size_index], device)
     names = cell.model.augmentation
     if names is None:
@@ -462,7 +547,7 @@ def _train_cell(
     last = ckpt_dir / "last.pt"
     if last.is_file():
         trainer.resume(last)
-    trainer.fit(loader, progress=progress)
+    trainer.fit(loader, progress=job.progress)
     if _dist()[0] == 0:
         save_state_dict(folder / "model.pt", model.state_dict())
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -486,20 +571,13 @@ def _done(folder: Path, name: str) -> dict[str, Any] | None:
 
 
 def _evaluate_cell(
-    config: StudyConfig,
-    cell: Cell,
-    folder: Path,
-    model: nn.Module,
-    data: _Data,
-    device: torch.device,
-    seed: int,
-    progress: bool,
-    bar: Any,
+    job: _CellJob, model: nn.Module, bar: Any
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every per-cell metric; per-example arrays for the cross-model robustness score."""
     from advrobust import metrics as M
 
-    ev = config.evaluation
+    folder, data, device, seed = job.folder, job.data, job.device, job.seed
+    ev = job.config.evaluation
     model.eval()
     bs = ev.batch_size
     rows: list[dict[str, Any]] = []
@@ -590,25 +668,14 @@ def _evaluate_cell(
     if "adversarial-accuracy" in ev.metrics:
         base = make_attack(ev.delta_attack, model, "delta_attack")
         # the attack at eps = Delta, as run and as logged (CW-L2 has no eps: run as is)
-        per_delta = [
-            base.replace(eps=delta) if "eps" in base.config() else base for delta in ev.deltas
-        ]
+        per_delta = [attack_at(base, delta) for delta in ev.deltas]
         part = _done(folder, "adversarial-accuracy")
         if part is None:
             with _eval_part(folder, "adversarial-accuracy") as part:
-                values = []
-                for delta, attack in zip(ev.deltas, per_delta, strict=True):
-                    ares = M.adversarial_accuracy(
-                        model,
-                        (xe, ye),
-                        attack,
-                        delta=delta,
-                        norm=attack.norm,
-                        batch_size=bs,
-                        generator=gen,
-                    )
-                    values.append(float(ares.value))
-                part["values"], part["norm"] = values, base.norm
+                part["values"] = adversarial_accuracies(
+                    model, (xe, ye), base, ev.deltas, batch_size=bs, generator=gen
+                )
+                part["norm"] = base.norm
         for delta, value, attack in zip(ev.deltas, part["values"], per_delta, strict=True):
             info = _attack_info(attack)
             rows.append(
@@ -625,21 +692,27 @@ def _evaluate_cell(
         tick()
 
     if "label-leak" in ev.metrics:
+        from advrobust.attacks import FGSM
+
+        # Kurakin sec. 4.2: FGSM with the true labels against FGSM with the predicted ones
+        leak = FGSM(model, eps=ev.leak_eps)
+        info = _attack_info(leak)
         part = _done(folder, "label-leak")
         if part is None:
             with _eval_part(folder, "label-leak") as part:
-                lres = M.label_leak_count(model, (xe, ye), eps=ev.leak_eps, batch_size=bs)
+                lres = M.label_leak_count(
+                    model, (xe, ye), attack_true=leak, attack_pred=leak, batch_size=bs
+                )
                 part["count"] = int(lres.count)
-                part["attack"] = repr(res) if not hasattr(res, "attack") else str(res.attack)
         rows.append(
             {
                 "metric": "label_leak_count",
                 "value": float(part["count"]),
                 "n": n_eval,
-                "norm": "linf",
+                "norm": leak.norm,
                 "delta": ev.leak_eps,
-                "attack": f"FGSM(eps={ev.leak_eps}) true vs predicted labels",
-                "attack_config": {"eps": ev.leak_eps},
+                "attack": info["repr"] + " with true vs predicted labels",
+                "attack_config": info["config"],
             }
         )
         tick()
@@ -718,17 +791,18 @@ def _run_cell(
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
+        job = _CellJob(config, cell, folder, data, device, seed, progress)
         if weights.is_file():
             model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
         else:
-            _train_cell(config, cell, folder, model, data, device, seed, progress)
+            _train_cell(job, model)
         if bar is not None:
             bar.update(1)
         if rank != 0:
             _barrier()  # rank 0 evaluates and writes the record
             return
         torch.manual_seed(seed + 1)
-        rows, extra = _evaluate_cell(config, cell, folder, model, data, device, seed, progress, bar)
+        rows, extra = _evaluate_cell(job, model, bar)
     save_arrays(folder / "per_example.npz", extra["per_example"])
     record = {
         "key": cell.key,
@@ -826,16 +900,20 @@ def finalize_study(
     out_dir: str | Path,
     *,
     device: str | None = None,
+    root: str | None = None,
     progress: bool = False,
     stream: TextIO | None = None,
 ) -> StudyResult:
     """Run the pending cross-model tasks, then write the results table, figures and summary.
 
     Called at the end of :func:`run_study` and by :func:`merge_studies`; also useful after
-    copying shard folders together by hand.
+    copying shard folders together by hand. ``root`` overrides the recorded ``data.root`` (the
+    transfer matrices load the test data) on a machine that keeps the data elsewhere.
     """
     out_dir = Path(out_dir)
     config = _load_state_config(out_dir)
+    if root is not None:
+        config = config.replace(data=dataclasses.replace(config.data, root=root))
     pending = _pending_groups(config, out_dir, None)
     if pending:
         dev = resolve_device(device or config.device)
@@ -940,12 +1018,12 @@ def _run_study(
 ) -> StudyResult:
     data = _load_data(config)
     _check_config_buildable(config, data)
+    dev = resolve_device(device or config.device)
     rank, _world = _dist()
     if rank == 0:
         _prepare_out_dir(config, out_dir)
     _barrier()
     progress = progress and rank == 0
-    dev = resolve_device(device or config.device)
     cells = shard_cells(enumerate_cells(config), shard)
     done = finished_cells(out_dir, cells)
     bars = _Progress(len(cells), progress, f"{config.name}" + (f" shard {shard}" if shard else ""))
@@ -983,6 +1061,7 @@ def merge_studies(
     out_dir: str | Path,
     *,
     device: str | None = None,
+    root: str | None = None,
     stream: TextIO | None = sys.stdout,
 ) -> StudyResult:
     """Join the folders of shards (or partial runs) of one study into ``out_dir``.
@@ -1016,14 +1095,26 @@ def merge_studies(
             continue
         for key in finished_cells(src_path, cells):
             target = cell_dir(out, key)
-            if (target / "cell.json").is_file():
-                continue
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(cell_dir(src_path, key), target)
+            if not (target / "cell.json").is_file():
+                _copy_folder_atomic(cell_dir(src_path, key), target)
         groups = src_path / "groups"
         if groups.is_dir():
-            for group in groups.iterdir():
-                if (group / "group.json").is_file() and not (out / "groups" / group.name).exists():
-                    shutil.copytree(group, out / "groups" / group.name)
-    return finalize_study(out, device=device, stream=stream)
+            for group in sorted(groups.iterdir()):
+                target = out / "groups" / group.name
+                if (group / "group.json").is_file() and not (target / "group.json").is_file():
+                    _copy_folder_atomic(group, target)
+    return finalize_study(out, device=device, root=root, stream=stream)
+
+
+def _copy_folder_atomic(src: Path, target: Path) -> None:
+    """Copy a folder so that ``target`` appears whole or not at all.
+
+    A crash mid-copy leaves only a hidden ``.<name>.partial`` folder, redone by the next merge.
+    """
+    partial = target.with_name(f".{target.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    shutil.copytree(src, partial)
+    if target.exists():  # an unfinished run of the same cell: the finished copy wins
+        shutil.rmtree(target)
+    os.replace(partial, target)

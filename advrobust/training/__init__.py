@@ -16,12 +16,12 @@ from ._eps import TruncatedNormalEps as TruncatedNormalEps
 from ._eps import UniformEps as UniformEps
 from ._eps import eps_sampler_from_spec as eps_sampler_from_spec
 from ._loss import mixed_batch_loss as mixed_batch_loss
+from ._records import BatchInfo as BatchInfo
+from ._records import Callback as Callback
+from ._records import EpochStats as EpochStats
+from ._records import History as History
 from ._select import select_replaced as select_replaced
 from ._trainer import AdversarialTrainer as AdversarialTrainer
-from ._trainer import BatchInfo as BatchInfo
-from ._trainer import Callback as Callback
-from ._trainer import EpochStats as EpochStats
-from ._trainer import History as History
 from ._trainer import NonFiniteLossError as NonFiniteLossError
 
 __all__ = [

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..data import TensorLoader
+
 __all__ = [
+    "EvalShardSampler",
     "TensorBatches",
     "all_reduce_sum",
     "barrier",
@@ -66,16 +70,22 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-class TensorBatches:
+class TensorBatches(TensorLoader):
     """Minibatches of in-memory tensors, shuffled per epoch, sharded over ranks.
 
-    Shuffling follows :class:`advrobust.data.TensorLoader`: epoch ``e`` shuffles (and augments)
-    with a generator seeded by ``base_seed + e``, so the order depends only on the base seed and
-    the epoch number (:meth:`set_epoch`), which makes resuming exact. With ``world_size > 1``
-    the permutation is padded by wrapping around to a multiple of ``world_size`` (as
-    :class:`torch.utils.data.DistributedSampler` does) and rank ``r`` takes the positions
-    ``r, r + W, r + 2W, ...``: batch ``j`` of all ranks together is then exactly batch ``j`` of a
-    single process with batch size ``W * batch_size`` on the same permutation.
+    A :class:`advrobust.data.TensorLoader` with an explicit ``base_seed`` (epoch ``e`` shuffles
+    with a generator seeded by ``base_seed + e``, so the order depends only on the base seed
+    and the epoch number, which makes resuming exact) that yields only this rank's part of
+    every epoch. With ``world_size > 1`` the permutation is padded by wrapping around to a
+    multiple of ``world_size`` (as :class:`torch.utils.data.DistributedSampler` does) and rank
+    ``r`` takes the positions ``r, r + W, r + 2W, ...``: batch ``j`` of all ranks together is
+    then exactly batch ``j`` of a single process with batch size ``W * batch_size`` on the same
+    permutation. Augmentation draws from a generator of ``(base_seed + e, rank)``, so ranks do
+    not repeat each other's random shifts and flips.
+
+    ``pad=False`` (evaluation) skips the padding: rank ``r`` takes ``r, r + W, ...`` of the
+    unpadded order, so every example is counted exactly once when the ranks' counts are summed
+    (ranks may then have different numbers of batches, which evaluation allows).
     """
 
     def __init__(
@@ -91,55 +101,64 @@ class TensorBatches:
         device: torch.device | None = None,
         rank: int = 0,
         world_size: int = 1,
+        pad: bool = True,
     ) -> None:
-        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
-            raise TypeError(f"x and y must be tensors, got {type(x)} and {type(y)}")
-        if x.dim() < 1 or y.dim() != 1 or x.shape[0] != y.shape[0]:
-            raise ValueError(
-                f"x (N, ...) and y (N,) must have the same number of examples, got "
-                f"{tuple(x.shape)} and {tuple(y.shape)}"
-            )
-        self.x = x if device is None else x.to(device)
-        self.y = y if device is None else y.to(device)
-        self.batch_size = batch_size
-        self.shuffle = shuffle
+        if isinstance(y, Tensor) and y.dim() != 1:
+            raise ValueError(f"y must have shape (N,), got {tuple(y.shape)}")
+        # a private generator for the (unused) drawn base seed: the global RNG is not touched
+        super().__init__(
+            x,
+            y,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            generator=torch.Generator(),
+            augment=augment,
+            device=device,
+        )
         self.base_seed = base_seed
-        self.drop_last = drop_last
-        self.augment = augment
         self.rank = rank
         self.world_size = world_size
+        self.pad = pad
         self.sharded = world_size > 1
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch number that seeds the next pass."""
-        self.epoch = epoch
-
-    def _per_rank(self) -> int:
+    def _num_examples(self) -> int:
         n = int(self.x.shape[0])
-        return -(-n // self.world_size) if self.world_size > 1 else n
+        if self.world_size == 1:
+            return n
+        if self.pad:
+            return -(-n // self.world_size)
+        return len(range(self.rank, n, self.world_size))
+
+    def _order(self, generator: torch.Generator) -> Tensor | None:
+        if self.world_size == 1:
+            return super()._order(generator)
+        n = int(self.x.shape[0])
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        padding = (-n) % self.world_size if self.pad and n else 0
+        if padding:
+            order = torch.cat([order, order[:padding]])
+        return order[self.rank :: self.world_size].to(self.x.device, non_blocking=True)
+
+    def _augment_generator(self, generator: torch.Generator) -> torch.Generator:
+        if self.world_size == 1 or self.augment is None:
+            return generator
+        seq = np.random.SeedSequence([self.base_seed + self.epoch, self.rank])
+        return torch.Generator().manual_seed(int(seq.generate_state(1)[0]))
+
+
+class EvalShardSampler(torch.utils.data.Sampler[int]):
+    """Indices ``rank, rank + W, rank + 2W, ...`` of a dataset of ``n``: an evaluation shard.
+
+    Unlike :class:`torch.utils.data.DistributedSampler` it never pads, so summing the ranks'
+    counts counts every example exactly once.
+    """
+
+    def __init__(self, n: int, rank: int, world_size: int) -> None:
+        self.indices = range(rank, n, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
 
     def __len__(self) -> int:
-        per_rank = self._per_rank()
-        if self.drop_last:
-            return per_rank // self.batch_size
-        return -(-per_rank // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        gen = torch.Generator().manual_seed(self.base_seed + self.epoch)
-        n = int(self.x.shape[0])
-        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-        if self.world_size > 1 and n:
-            pad = (-n) % self.world_size
-            if pad:
-                order = torch.cat([order, order[:pad]])
-            order = order[self.rank :: self.world_size]
-        order = order.to(self.x.device, non_blocking=True)
-        for j in range(len(self)):
-            idx = order[j * self.batch_size : (j + 1) * self.batch_size]
-            xb = self.x.index_select(0, idx)
-            yb = self.y.index_select(0, idx)
-            if self.augment is not None:
-                xb = self.augment(xb, generator=gen)
-            yield xb, yb
-        self.epoch += 1
+        return len(self.indices)

@@ -31,7 +31,7 @@ def _uniform(
     u = torch.rand(
         batch_size, generator=generator, device=_generator_device(generator, target), dtype=work
     )
-    return u.to(target)
+    return u.to(target, non_blocking=True)  # no host sync for a CPU generator's draws
 
 
 class EpsSampler(abc.ABC):

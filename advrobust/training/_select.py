@@ -57,7 +57,8 @@ def split_indices(
         idx = torch.arange(batch_size, device=dev)
         return idx[:k], idx[k:]
     gen_dev = generator.device if generator is not None else dev
-    perm = torch.randperm(batch_size, generator=generator, device=gen_dev).to(dev)
+    perm = torch.randperm(batch_size, generator=generator, device=gen_dev)
+    perm = perm.to(dev, non_blocking=True)
     return perm[:k].sort().values, perm[k:].sort().values
 
 

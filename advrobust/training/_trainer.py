@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
-import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
@@ -22,6 +21,7 @@ from ..attacks import Attack
 from ._checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ._config import TrainConfig, _thaw
 from ._distributed import (
+    EvalShardSampler,
     TensorBatches,
     all_reduce_sum,
     barrier,
@@ -31,7 +31,18 @@ from ._distributed import (
 )
 from ._eps import EpsSampler
 from ._loss import LossFn, mixed_batch_loss
+from ._records import BatchInfo as BatchInfo
+from ._records import Callback as Callback
+from ._records import EpochStats as EpochStats
+from ._records import History as History
 from ._select import split_indices
+from ._state import (
+    DeferredInterrupt,
+    check_state_dict_fits,
+    derive_seed,
+    get_rng_state,
+    set_rng_state,
+)
 
 __all__ = [
     "AdversarialTrainer",
@@ -50,217 +61,6 @@ _RESUME_FREE_FIELDS = frozenset({"epochs", "checkpoint_every", "log_every"})
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; training stopped (see the message for the step)."""
-
-
-def _derive_seed(seed: int, stream: str, rank: int = 0) -> int:
-    """An independent 63-bit seed for one random stream of one rank."""
-    words = [seed, rank, *stream.encode()]
-    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-# ---------------------------------------------------------------------------- records
-@dataclasses.dataclass(frozen=True)
-class EpochStats:
-    """Figures of one epoch (accuracies in [0, 1]; None where nothing was measured).
-
-    Attributes:
-        epoch: 1-based epoch number.
-        loss: mean mixed-batch loss over the epoch's examples.
-        train_clean_acc: accuracy on the clean part of the training batches.
-        train_adv_acc: accuracy on the adversarial part (None without adversarial examples).
-        val_clean_acc: validation accuracy on clean inputs (None without validation data).
-        val_adv_acc: validation accuracy under the validation attack (None without validation).
-        lr: learning rate of the first parameter group during the epoch.
-        steps: optimisation steps in the epoch (summed over ranks: no, per rank).
-        examples: training examples seen (over all ranks).
-        adv_examples: adversarial examples among them.
-        seconds: wall-clock time of the epoch (training and validation).
-    """
-
-    epoch: int
-    loss: float
-    train_clean_acc: float | None
-    train_adv_acc: float | None
-    val_clean_acc: float | None
-    val_adv_acc: float | None
-    lr: float
-    steps: int
-    examples: int
-    adv_examples: int
-    seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict of the fields."""
-        return dataclasses.asdict(self)
-
-
-class History:
-    """Per-epoch :class:`EpochStats` of a training run (``history[i]``, ``len``, iteration).
-
-    Column access: ``history.column("loss")`` or the shortcuts :attr:`loss`,
-    :attr:`train_clean_acc`, :attr:`train_adv_acc`, :attr:`val_clean_acc`, :attr:`val_adv_acc`.
-    """
-
-    def __init__(self, epochs: Iterable[EpochStats] = ()) -> None:
-        self.epochs: list[EpochStats] = list(epochs)
-
-    def append(self, stats: EpochStats) -> None:
-        """Add one epoch."""
-        self.epochs.append(stats)
-
-    def __len__(self) -> int:
-        return len(self.epochs)
-
-    def __getitem__(self, i: int) -> EpochStats:
-        return self.epochs[i]
-
-    def __iter__(self) -> Iterator[EpochStats]:
-        return iter(self.epochs)
-
-    def column(self, name: str) -> list[Any]:
-        """The values of one :class:`EpochStats` field over the epochs."""
-        if name not in {f.name for f in dataclasses.fields(EpochStats)}:
-            raise ValueError(
-                f"name must be a field of EpochStats "
-                f"{[f.name for f in dataclasses.fields(EpochStats)]}, got {name!r}"
-            )
-        return [getattr(e, name) for e in self.epochs]
-
-    @property
-    def loss(self) -> list[float]:
-        """Mean training loss per epoch."""
-        return self.column("loss")
-
-    @property
-    def train_clean_acc(self) -> list[float | None]:
-        """Clean training accuracy per epoch."""
-        return self.column("train_clean_acc")
-
-    @property
-    def train_adv_acc(self) -> list[float | None]:
-        """Adversarial training accuracy per epoch."""
-        return self.column("train_adv_acc")
-
-    @property
-    def val_clean_acc(self) -> list[float | None]:
-        """Clean validation accuracy per epoch."""
-        return self.column("val_clean_acc")
-
-    @property
-    def val_adv_acc(self) -> list[float | None]:
-        """Adversarial validation accuracy per epoch."""
-        return self.column("val_adv_acc")
-
-    def to_dict(self) -> list[dict[str, Any]]:
-        """One plain dict per epoch (JSON-friendly)."""
-        return [e.to_dict() for e in self.epochs]
-
-    @classmethod
-    def from_dict(cls, rows: Iterable[Mapping[str, Any]]) -> History:
-        """Inverse of :meth:`to_dict`."""
-        return cls(EpochStats(**dict(r)) for r in rows)
-
-    def __repr__(self) -> str:
-        return f"History({len(self.epochs)} epochs)"
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchInfo:
-    """What a batch-end callback sees (tensors stay on the device; reading them syncs).
-
-    Attributes:
-        epoch: 0-based epoch index.
-        batch: 0-based batch index in the epoch.
-        step: number of optimisation steps done so far (including this one).
-        loss: the batch's mixed-batch loss (detached scalar tensor).
-        x: the training minibatch as fed to the model (adversarial examples first).
-        y: the labels of ``x`` (row by row).
-        num_adv: number of adversarial examples ``k`` (the first ``k`` rows of ``x``).
-        replaced: indices (into the loader's batch) of the examples that were replaced.
-    """
-
-    epoch: int
-    batch: int
-    step: int
-    loss: Tensor
-    x: Tensor
-    y: Tensor
-    num_adv: int
-    replaced: Tensor
-
-
-class Callback:
-    """Base class of trainer callbacks: override the hooks you need.
-
-    A callback may set ``trainer.stop_training = True``; training then stops after the
-    current epoch.
-    """
-
-    def on_batch_end(self, trainer: AdversarialTrainer, info: BatchInfo) -> None:
-        """Called after every optimisation step."""
-
-    def on_epoch_end(self, trainer: AdversarialTrainer, stats: EpochStats) -> None:
-        """Called after every epoch (after validation, before the checkpoint is written)."""
-
-
-# ---------------------------------------------------------------------------- RNG state
-def _get_rng_state(generator: torch.Generator) -> dict[str, Any]:
-    np_state: Any = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": str(np_state[0]),
-            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-            "pos": int(np_state[2]),
-            "has_gauss": int(np_state[3]),
-            "cached_gaussian": float(np_state[4]),
-        },
-        "python": random.getstate(),
-        "generator": generator.get_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any], generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    npst = state["numpy"]
-    np.random.set_state(
-        (
-            npst["kind"],
-            npst["keys"].numpy().astype(np.uint32),
-            npst["pos"],
-            npst["has_gauss"],
-            npst["cached_gaussian"],
-        )
-    )
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    generator.set_state(state["generator"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _check_state_dict_fits(model: nn.Module, sd: Mapping[str, Any], path: str) -> None:
-    """Raise before touching the model if ``sd`` does not match its keys and shapes."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    wrong = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in sd and isinstance(sd[k], Tensor) and sd[k].shape != own[k].shape
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:5]}")
-        if wrong:
-            parts.append(f"shape mismatches {wrong[:3]}")
-        raise CheckpointError(f"checkpoint {path!r} does not fit this model: " + "; ".join(parts))
 
 
 # ---------------------------------------------------------------------------- trainer
@@ -406,7 +206,7 @@ class AdversarialTrainer:
         gen_device = self.device if self.device.type == "cuda" else torch.device("cpu")
         #: Source of selection, eps and attack randomness (saved in checkpoints).
         self.generator = torch.Generator(device=gen_device)
-        self.generator.manual_seed(_derive_seed(config.seed, "train", self.rank))
+        self.generator.manual_seed(derive_seed(config.seed, "train", self.rank))
         self.epoch = 0
         self.step = 0
         self.history = History()
@@ -417,6 +217,7 @@ class AdversarialTrainer:
         self._committed_rng: dict[str, Any] | None = None
         self._resume_partial: dict[str, Any] | None = None
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._interrupts = DeferredInterrupt()
 
     # ------------------------------------------------------------------ construction helpers
     def _check_attack(self, attack: object, name: str) -> Attack:
@@ -477,9 +278,19 @@ class AdversarialTrainer:
 
     # ------------------------------------------------------------------ data
     def make_loader(
-        self, data: Any, *, shuffle: bool = True, name: str = "train_loader"
+        self,
+        data: Any,
+        *,
+        shuffle: bool = True,
+        name: str = "train_loader",
+        evaluation: bool = False,
     ) -> Iterable[Any]:
         """The batches the trainer iterates for ``data``.
+
+        ``evaluation=True`` (validation data, :meth:`evaluate`) shards in-memory data and
+        DataLoaders over ranks under DDP *without* padding, so that the all-reduced counts
+        count every example exactly once; training shards are padded to the same number of
+        batches on every rank, as DDP needs.
 
         * ``(x, y)`` tensors or an object with ``data``/``targets`` tensors (an
           ``ImageDataset``): in-memory batches of ``config.batch_size``, shuffled per epoch with
@@ -511,9 +322,10 @@ class AdversarialTrainer:
                 x_y[1],
                 batch_size=self.config.batch_size,
                 shuffle=shuffle,
-                base_seed=_derive_seed(self.config.seed, "data"),
+                base_seed=derive_seed(self.config.seed, "data"),
                 rank=self.rank,
                 world_size=self.world_size,
+                pad=not evaluation,
             )
         if isinstance(data, TensorLoader):
             if self.world_size > 1:
@@ -527,13 +339,14 @@ class AdversarialTrainer:
                     augment=data.augment,
                     rank=self.rank,
                     world_size=self.world_size,
+                    pad=not evaluation,
                 )
             return data
         if isinstance(data, torch.utils.data.DataLoader):
             if self.world_size > 1 and not isinstance(
-                data.sampler, torch.utils.data.DistributedSampler
+                data.sampler, (torch.utils.data.DistributedSampler, EvalShardSampler)
             ):
-                return cast(Iterable[Any], self._distributed_dataloader(data, name))
+                return cast(Iterable[Any], self._distributed_dataloader(data, name, evaluation))
             return data
         if isinstance(data, Iterable) and not isinstance(data, (str, bytes, Tensor)):
             return data
@@ -542,22 +355,26 @@ class AdversarialTrainer:
             f"an iterable of (x, y) batches, got {describe(data)}"
         )
 
-    def _distributed_dataloader(self, loader: Any, name: str) -> Any:
-        from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+    def _distributed_dataloader(self, loader: Any, name: str, evaluation: bool) -> Any:
+        from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
         if loader.batch_size is None:
             raise ValueError(
                 f"{name}: cannot shard a DataLoader with a custom batch_sampler over ranks; "
                 f"give it a DistributedSampler yourself"
             )
-        sampler: DistributedSampler[Any] = DistributedSampler(
-            loader.dataset,
-            num_replicas=self.world_size,
-            rank=self.rank,
-            shuffle=isinstance(loader.sampler, RandomSampler),
-            seed=self.config.seed,
-            drop_last=loader.drop_last,
-        )
+        sampler: Sampler[Any]
+        if evaluation:
+            sampler = EvalShardSampler(len(loader.dataset), self.rank, self.world_size)
+        else:
+            sampler = DistributedSampler(
+                loader.dataset,
+                num_replicas=self.world_size,
+                rank=self.rank,
+                shuffle=isinstance(loader.sampler, RandomSampler),
+                seed=self.config.seed,
+                drop_last=loader.drop_last,
+            )
         return DataLoader(
             loader.dataset,
             batch_size=loader.batch_size,
@@ -653,14 +470,18 @@ class AdversarialTrainer:
             pred = logits.argmax(dim=1)
             hit = (pred == y_in).to(torch.float64 if self.device.type != "mps" else torch.float32)
             loss_d = loss.detach()
+
+            def count(v: int) -> Tensor:  # a device fill: no host-to-device copy, no sync
+                return torch.full((), float(v), dtype=hit.dtype, device=hit.device)
+
             figures = torch.stack(
                 [
                     loss_d.to(hit.dtype) * m,
-                    hit.new_tensor(float(m)),
+                    count(m),
                     hit[k:].sum(),
-                    hit.new_tensor(float(m - k)),
+                    count(m - k),
                     hit[:k].sum(),
-                    hit.new_tensor(float(k)),
+                    count(k),
                 ]
             )
             bad = ~torch.isfinite(loss_d)
@@ -715,14 +536,16 @@ class AdversarialTrainer:
                 raise TypeError(f"callbacks must be Callback instances, got {describe(cb)}")
         loader = self.make_loader(train_loader, shuffle=True, name="train_loader")
         val_batches = (
-            self.make_loader(val_loader, shuffle=False, name="val_loader")
+            self.make_loader(val_loader, shuffle=False, name="val_loader", evaluation=True)
             if val_loader is not None
             else None
         )
         self.stop_training = False
         bar = self._progress_bar(loader, total, progress)
         written_epoch = self.epoch
+        self._interrupts = DeferredInterrupt()
         try:
+            self._interrupts.__enter__()
             while self.epoch < total and not self.stop_training:
                 stats = self._run_epoch(loader, val_batches, val_attack, callbacks, bar)
                 for cb in callbacks:
@@ -740,6 +563,7 @@ class AdversarialTrainer:
                 self.save_checkpoint(_interrupted=True)
             raise
         finally:
+            self._interrupts.__exit__()
             if bar is not None:
                 bar.close()
         if self.checkpoint_dir is not None and written_epoch != self.epoch:
@@ -786,14 +610,14 @@ class AdversarialTrainer:
         skip = 0
         if self._resume_partial is not None:  # continue an interrupted epoch
             skip = int(self._resume_partial["batch"])
-            _set_rng_state(self._resume_partial["epoch_start_rng"], self.generator)
+            set_rng_state(self._resume_partial["epoch_start_rng"], self.generator)
         set_epoch = getattr(loader, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(self.epoch)
         sampler: Any = getattr(loader, "sampler", None)
         if callable(getattr(sampler, "set_epoch", None)):
             sampler.set_epoch(self.epoch)
-        self._epoch_start_rng = _get_rng_state(self.generator)
+        self._epoch_start_rng = get_rng_state(self.generator)
         acc_dtype = torch.float64 if self.device.type != "mps" else torch.float32
         sums = torch.zeros(6, dtype=acc_dtype, device=self.device)
         steps = 0
@@ -806,13 +630,13 @@ class AdversarialTrainer:
                 next(iterator)
             sums = self._resume_partial["sums"].to(self.device, acc_dtype)
             steps = int(self._resume_partial["steps"])
-            _set_rng_state(self._resume_partial["rng"], self.generator)
+            set_rng_state(self._resume_partial["rng"], self.generator)
             self._resume_partial = None
             if bar is not None:
                 bar.update(skip)
         if not self.model.training:  # keep the flags of deliberately frozen children (BN)
             self.model.train()
-        self._committed_rng = _get_rng_state(self.generator)
+        self._committed_rng = get_rng_state(self.generator)
         batch_index = skip
         bs = getattr(loader, "batch_size", None)
         nominal: int | None = bs if isinstance(bs, int) and not isinstance(bs, bool) else None
@@ -820,14 +644,18 @@ class AdversarialTrainer:
             x, y = self._unpack(batch, "train_loader")
             if nominal is None:
                 nominal = x.shape[0]
-            loss, x_in, y_in, k, replaced, figures = self.train_step(x, y, nominal_batch=nominal)
-            sums += figures
-            steps += 1
-            self.step += 1
-            batch_index += 1
-            self._batch_in_epoch = batch_index
-            self._partial = (sums, steps)
-            self._committed_rng = _get_rng_state(self.generator)
+            # Ctrl-C waits until the step and its counters are committed together.
+            with self._interrupts.critical():
+                loss, x_in, y_in, k, replaced, figures = self.train_step(
+                    x, y, nominal_batch=nominal
+                )
+                sums += figures
+                steps += 1
+                self.step += 1
+                batch_index += 1
+                self._batch_in_epoch = batch_index
+                self._partial = (sums, steps)
+                self._committed_rng = get_rng_state(self.generator)
             if callbacks:
                 info = BatchInfo(
                     epoch=self.epoch,
@@ -852,29 +680,38 @@ class AdversarialTrainer:
             broadcast_buffers(self.model)
         lr = float(self.optimizer.param_groups[0]["lr"])
         total = all_reduce_sum(sums.clone()).tolist()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self.epoch += 1
-        self._batch_in_epoch = 0
-        self._partial = None
-        val_clean = val_adv = None
-        if val_loader is not None:
-            val_clean, val_adv = self.evaluate(val_loader, attack=val_attack)
         loss_sum, n, clean_hit, n_clean, adv_hit, n_adv = total
         stats = EpochStats(
-            epoch=self.epoch,
+            epoch=self.epoch + 1,
             loss=loss_sum / n if n else math.nan,
             train_clean_acc=clean_hit / n_clean if n_clean else None,
             train_adv_acc=adv_hit / n_adv if n_adv else None,
-            val_clean_acc=val_clean,
-            val_adv_acc=val_adv,
+            val_clean_acc=None,
+            val_adv_acc=None,
             lr=lr,
             steps=steps,
             examples=int(n),
             adv_examples=int(n_adv),
             seconds=time.perf_counter() - start,
         )
-        self.history.append(stats)
+        # The epoch's end (scheduler, counters, history) is committed as one piece, so that a
+        # Ctrl-C during validation leaves a consistent state (the epoch without val figures).
+        with self._interrupts.critical():
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.epoch += 1
+            self._batch_in_epoch = 0
+            self._partial = None
+            self.history.append(stats)
+        if val_loader is not None:
+            val_clean, val_adv = self.evaluate(val_loader, attack=val_attack)
+            stats = dataclasses.replace(
+                stats,
+                val_clean_acc=val_clean,
+                val_adv_acc=val_adv,
+                seconds=time.perf_counter() - start,
+            )
+            self.history.epochs[-1] = stats
         if bar is not None:
             bar.set_postfix(self._running(sums), refresh=True)
             bar.write(self._summary(stats), file=sys.stderr)
@@ -909,7 +746,9 @@ class AdversarialTrainer:
         Adversarial examples use ``attack`` (default: the training attack at its
         construction eps) with the true labels and a generator seeded from
         ``(config.seed, epoch)``, so evaluation never disturbs the training random stream.
-        Under DDP, sharded in-memory data is evaluated in parts and the counts all-reduced.
+        Under DDP, in-memory data and DataLoaders are evaluated in unpadded shards (a
+        DataLoader with a ``DistributedSampler`` in its own shards) and the counts all-reduced,
+        so every rank returns the figures of the whole set.
 
         Args:
             data: evaluation data (see :meth:`make_loader`).
@@ -922,10 +761,10 @@ class AdversarialTrainer:
         loader = (
             data
             if isinstance(data, TensorBatches)
-            else self.make_loader(data, shuffle=False, name="data")
+            else self.make_loader(data, shuffle=False, name="data", evaluation=True)
         )
         gen = torch.Generator(device=self.generator.device)
-        gen.manual_seed(_derive_seed(self.config.seed, f"eval{self.epoch}", self.rank))
+        gen.manual_seed(derive_seed(self.config.seed, f"eval{self.epoch}", self.rank))
         counts = torch.zeros(
             3,
             dtype=torch.float64 if self.device.type != "mps" else torch.float32,
@@ -939,11 +778,13 @@ class AdversarialTrainer:
                 x_adv = atk(x, y, generator=gen)
                 with torch.no_grad():
                     adv = self.model(x_adv).argmax(dim=1) == y
-                counts += torch.stack(
-                    [clean.sum(), adv.sum(), clean.new_tensor(y.shape[0], dtype=torch.long)]
-                ).to(counts.dtype)
-        if getattr(loader, "sharded", False):
-            all_reduce_sum(counts)
+                n = torch.full((), y.shape[0], dtype=torch.long, device=y.device)
+                counts += torch.stack([clean.sum(), adv.sum(), n]).to(counts.dtype)
+        sampler = getattr(loader, "sampler", None)
+        if getattr(loader, "sharded", False) or isinstance(
+            sampler, (torch.utils.data.DistributedSampler, EvalShardSampler)
+        ):
+            all_reduce_sum(counts)  # every rank saw its own shard
         c, a, n = counts.tolist()
         return (c / n if n else math.nan), (a / n if n else math.nan)
 
@@ -951,7 +792,7 @@ class AdversarialTrainer:
     def state_dict(self, *, _interrupted: bool = False) -> dict[str, Any]:
         """Everything needed to continue training exactly (see :meth:`save_checkpoint`)."""
         rng = self._committed_rng if _interrupted else None
-        own_rng = rng if rng is not None else _get_rng_state(self.generator)
+        own_rng = rng if rng is not None else get_rng_state(self.generator)
         rng_all = [own_rng] if _interrupted else gather_objects(own_rng)
         partial: dict[str, Any] | None = None
         if _interrupted and self._batch_in_epoch > 0 and self._partial is not None:
@@ -1028,8 +869,9 @@ class AdversarialTrainer:
 
         Raises:
             FileNotFoundError: no such file.
-            CheckpointError: a corrupt or foreign file, or one that does not fit the model.
-                Nothing of the trainer is changed then.
+            CheckpointError: a corrupt or foreign file, or one that does not fit the model,
+                the optimizer (e.g. other parameter groups) or the scheduler. Nothing of the
+                trainer is changed then.
             ValueError: the checkpoint was written with a different config (fields other than
                 ``epochs``, ``checkpoint_every`` and ``log_every``).
         """
@@ -1054,26 +896,50 @@ class AdversarialTrainer:
                 f"checkpoint {where!r} was written with a different config: fields {diff} differ "
                 f"(checkpoint: {[theirs[k] for k in diff]}, trainer: {[mine[k] for k in diff]})"
             )
-        _check_state_dict_fits(self.model, ckpt["model"], where)
+        check_state_dict_fits(self.model, ckpt["model"], where)
         if (ckpt.get("scheduler") is None) != (self.scheduler is None):
             raise CheckpointError(
                 f"checkpoint {where!r} and this trainer disagree on having an LR scheduler"
             )
-        rng_all = ckpt["rng"]
-        rng = rng_all[self.rank] if self.rank < len(rng_all) else rng_all[0]
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.scaler is not None and ckpt.get("scaler") is not None:
-            self.scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(rng, self.generator)
-        counters = ckpt["counters"]
-        self.epoch = int(counters["epoch"])
-        self.step = int(counters["step"])
-        self.history = History.from_dict(ckpt["history"])
+        # Load everything or nothing: an optimizer/scheduler state that does not fit (other
+        # parameter groups, say) must not leave the model already overwritten.
+        backup = (
+            copy.deepcopy(self.model.state_dict()),
+            copy.deepcopy(self.optimizer.state_dict()),
+            self.scheduler.state_dict() if self.scheduler is not None else None,
+            self.scaler.state_dict() if self.scaler is not None else None,
+            get_rng_state(self.generator),
+        )
+        try:
+            rng_all = ckpt["rng"]
+            rng = rng_all[self.rank] if self.rank < len(rng_all) else rng_all[0]
+            counters = ckpt["counters"]
+            epoch, step = int(counters["epoch"]), int(counters["step"])
+            batch_in_epoch = int(counters.get("batch_in_epoch", 0))
+            history = History.from_dict(ckpt["history"])
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+            if self.scaler is not None and ckpt.get("scaler") is not None:
+                self.scaler.load_state_dict(ckpt["scaler"])
+            set_rng_state(rng, self.generator)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            self.model.load_state_dict(backup[0])
+            self.optimizer.load_state_dict(backup[1])
+            if self.scheduler is not None and backup[2] is not None:
+                self.scheduler.load_state_dict(backup[2])
+            if self.scaler is not None and backup[3] is not None:
+                self.scaler.load_state_dict(backup[3])
+            set_rng_state(backup[4], self.generator)
+            raise CheckpointError(
+                f"checkpoint {where!r} does not fit this trainer ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); the trainer was left unchanged"
+            ) from exc
+        self.epoch, self.step = epoch, step
+        self.history = history
         self._resume_partial = ckpt.get("partial_epoch")
-        self._batch_in_epoch = int(counters.get("batch_in_epoch", 0))
+        self._batch_in_epoch = batch_in_epoch
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self._last_ckpt_epoch = self.epoch
         return self

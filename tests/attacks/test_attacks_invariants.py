@@ -213,8 +213,16 @@ def test_attacks_invariants(name: str, case: dict[str, object]) -> None:
     with torch.no_grad():
         nograd = atk(x, y, eps=eps, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
+        # inputs, labels and eps all made inside inference mode (labels are saved for
+        # backward by the loss: they must not stay inference tensors inside the attack)
         xi = x.clone()
-        inf = atk(xi, y, eps=eps, generator=torch.Generator().manual_seed(1))
+        yi = None if y is None else y.clone()
+        ei = eps.clone() if isinstance(eps, torch.Tensor) else eps
+        inf = atk(xi, yi, eps=ei, generator=torch.Generator().manual_seed(1))
+        if y is not None:
+            tgt = (yi + 1) % case["k"]  # type: ignore[operator]
+            targeted = atk.run(xi, target=tgt, eps=ei, generator=torch.Generator())
+            assert targeted.target is not None
     assert torch.equal(again, xa)
     assert torch.equal(nograd, xa)
     assert torch.equal(inf.clone(), xa)

@@ -22,6 +22,7 @@ from advrobust.attacks import (
     LinfBall,
     StepLL,
     StepRnd,
+    logit_margin,
 )
 
 ALL = [
@@ -301,3 +302,64 @@ def test_attacks_eps_requiring_grad_does_not_leak_into_the_output() -> None:
     eps = torch.full((4,), 0.1, requires_grad=True)
     out = BIM(model(), steps=2, rel_alpha=0.5)(X, Y, eps=eps)
     assert not out.requires_grad and eps.grad is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_attacks_cwl2_half_precision_inputs(dtype: torch.dtype) -> None:
+    """CW's search constants overflowed float16 (1e10); pixels at the bounds must still move.
+
+    z = (sum(x) - 12, 12 - sum(x)) on 16 pixels at 1: the exact minimal L2 distance is 1.
+    """
+    lin = nn.Linear(16, 2)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.weight[0] = 1.0
+        lin.weight[1] = -1.0
+        lin.bias.copy_(torch.tensor([-12.0, 12.0]))
+    model = nn.Sequential(nn.Flatten(), lin).to(dtype)
+    x = torch.ones(3, 1, 4, 4, dtype=dtype)
+    res = CWL2(model, steps=300, lr=0.1, binary_search_steps=4, abort_early=False).run(x)
+    assert res.x_adv.dtype == dtype
+    assert bool(torch.isfinite(res.x_adv).all())
+    assert bool(res.success.all())
+    assert bool(((res.l2.float() - 1.0).abs() < 0.03).all()), res.l2
+
+
+def test_attacks_logit_margin() -> None:
+    logits = torch.tensor([[2.0, 0.5, 1.0], [0.0, 3.0, -1.0]])
+    assert torch.equal(logit_margin(logits, torch.tensor([0, 0])), torch.tensor([1.0, -3.0]))
+
+
+def test_attacks_default_config_reads_constructor_arguments() -> None:
+    """A new attack gets config/repr/replace from its constructor arguments."""
+
+    class Noise(Attack):
+        norm = "linf"
+
+        def __init__(self, model: nn.Module, eps: float = 0.1, *, bounds=(0.0, 1.0)) -> None:  # type: ignore[no-untyped-def]
+            super().__init__(model, bounds=bounds)
+            self.eps = eps
+
+        @property
+        def _default_eps(self) -> float:
+            return self.eps
+
+        @property
+        def _threat(self) -> LinfBall:
+            return LinfBall()
+
+        def _perturb(self, x, y, eps, target, guide, generator, clean):  # type: ignore[no-untyped-def]
+            return LinfBall().random_start(x, eps, generator)
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    atk = Noise(model, 0.2)
+    assert atk.config() == {"eps": 0.2, "bounds": (0.0, 1.0)}
+    assert repr(atk) == "Noise(eps=0.2, bounds=(0, 1))"
+    assert atk.replace(eps=0.3).config()["eps"] == 0.3
+
+    class Unstored(Noise):
+        def __init__(self, model: nn.Module, eps: float = 0.1, *, scale: float = 1.0) -> None:
+            super().__init__(model, eps)
+
+    with pytest.raises(TypeError, match="scale is not stored"):
+        Unstored(model).config()

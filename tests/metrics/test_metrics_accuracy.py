@@ -103,6 +103,15 @@ def test_metrics_adversarial_accuracy_eq5_by_hand(threshold) -> None:
     assert big.value == 0.0
 
 
+def test_metrics_adversarial_accuracy_inside_inference_mode(threshold) -> None:
+    """The model's predictions (inference tensors there) serve as the attack's labels."""
+    model = threshold(0.5)
+    expected = adversarial_accuracy(model, (X, Y), FGSM(model), delta=0.1)
+    with torch.inference_mode():
+        res = adversarial_accuracy(model, (X, Y), FGSM(model), delta=0.1)
+    assert res.success.tolist() == expected.success.tolist() == [False, True, True, False, False]
+
+
 def test_metrics_adversarial_accuracy_uses_model_prediction_not_label(threshold) -> None:
     """Success means M(x') != M(x): with wrong labels the attack still moves off M(x)."""
     model = threshold(0.5)

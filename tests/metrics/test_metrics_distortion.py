@@ -271,3 +271,30 @@ def test_metrics_robustness_score_l2_with_cw(threshold) -> None:
     assert res.num_unbroken == {"a": 0, "c": 0}
     assert res.scores["a"] == pytest.approx((0.4 + 0.3 + 0.2 + 0.4) / 4, rel=0.02)
     assert res.scores["c"] == pytest.approx((0.55 + 0.45 + 0.35 + 0.25) / 4, rel=0.02)
+    # CW runs only on the commonly-correct set X (x = 0.55 is outside it)
+    assert res.common.tolist() == [True, True, True, False, True]
+    for name in ("a", "c"):
+        assert res.distances[name].evaluations.tolist() == [1, 1, 1, 0, 1]
+        assert math.isnan(float(res.distances[name].distance[3]))
+
+
+def test_metrics_distortion_median_of_even_count_averages_the_middle_pair() -> None:
+    """torch.median returns the lower middle value; the median of 1, 2, 3, 4 is 2.5."""
+    found = torch.tensor([True, True, True, True, False])
+    res = DistortionResult(
+        distance=torch.tensor([4.0, 1.0, 3.0, 2.0, math.inf]),
+        lower=torch.zeros(5),
+        found=found,
+        correct=torch.ones(5, dtype=torch.bool),
+        evaluations=torch.ones(5, dtype=torch.long),
+        norm="l2",
+        tol=0.0,
+    )
+    assert res.median == 2.5
+    assert res.summary()["median_distance"] == 2.5
+    assert (
+        DistortionResult(
+            res.distance[1:4], res.lower[:3], found[:3], found[:3], res.evaluations[:3], "l2", 0.0
+        ).median
+        == 2.0
+    )

@@ -166,3 +166,51 @@ def test_metrics_sanity_every_finding_has_a_docs_section() -> None:
     # python-markdown's toc slugify: drop non-word characters, lowercase, spaces to hyphens
     slugs = {re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", h).strip().lower()) for h in headings}
     assert set(SANITY_CHECKS) <= slugs, set(SANITY_CHECKS) - slugs
+
+
+def _overconfident_linear(scale: float) -> tuple[nn.Module, Tensor, Tensor]:
+    g = torch.Generator().manual_seed(0)
+    lin = nn.Linear(6, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(2, 6, generator=g) * scale)
+        lin.bias.zero_()
+    x = torch.rand(16, 6, generator=g) * 0.2 + 0.4
+    with torch.no_grad():
+        y = lin(x).argmax(1)
+    return lin, x, y
+
+
+def test_metrics_sanity_saturated_softmax_suggests_margin_loss() -> None:
+    """Cross-entropy gradient exactly zero, margin gradient not: the finding names the fix."""
+    model, x, y = _overconfident_linear(1e4)
+    report = sanity_check(model, x, y, eps=EPS, bounds=(-10.0, 10.0), checks=["zero-gradients"])
+    assert report.ids == ("zero-gradients",)
+    f = report.findings[0]
+    assert 'loss="margin"' in f.explanation
+    assert f.details["suggest_margin_loss"] is True
+    assert f.details["margin_zero_fraction"] == 0.0
+    assert f.details["cross_entropy_zero_fraction"] == 1.0
+    # an attack that already uses the margin loss is not affected: nothing to report
+    margin_bim = BIM(model, EPS, steps=5, rel_alpha=0.2, loss="margin", bounds=(-10.0, 10.0))
+    quiet = sanity_check(
+        model, x, y, eps=EPS, bounds=(-10.0, 10.0), attack=margin_bim, checks=["zero-gradients"]
+    )
+    assert quiet.ok, str(quiet)
+    # a moderately confident model keeps a cross-entropy gradient: no finding
+    calm, xc, yc = _overconfident_linear(1.0)
+    assert sanity_check(calm, xc, yc, eps=EPS, bounds=(-10.0, 10.0), checks=["zero-gradients"]).ok
+
+
+def test_metrics_sanity_quantising_layer_does_not_suggest_margin_loss(digits_model, batch) -> None:
+    x, y = batch
+    model = nn.Sequential(Quantise(), digits_model)
+    report = sanity_check(model, x, y, eps=EPS, checks=["zero-gradients"])
+    (f,) = report.findings
+    assert f.details["suggest_margin_loss"] is False
+    assert "BPDA" in f.explanation and 'loss="margin"' not in f.explanation
+
+
+def test_metrics_sanity_labels_out_of_range_name_y(digits_model, batch) -> None:
+    x, y = batch
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 10\)"):
+        sanity_check(digits_model, x, torch.full_like(y, 12), checks=["zero-gradients"])

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +57,31 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[StudyConfig, S
 @pytest.fixture
 def tiny(tiny_study: tuple[StudyConfig, StudyResult]) -> tuple[StudyConfig, StudyResult]:
     return tiny_study
+
+
+def _study_run_command(config: Path, out: Path, *launcher: str) -> tuple[list[str], dict[str, str]]:
+    command = (
+        [sys.executable, "-m", *launcher, "-m", "advrobust"]
+        if launcher
+        else [
+            sys.executable,
+            "-m",
+            "advrobust",
+        ]
+    )
+    command += ["study", "run", str(config), "--out", str(out), "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[2]))
+    return command, env
+
+
+@pytest.fixture
+def study_run_command() -> Callable[..., tuple[list[str], dict[str, str]]]:
+    """``(argv, env)`` of ``advrobust study run CONFIG --out OUT`` in a fresh interpreter.
+
+    ``launcher`` (e.g. ``"torch.distributed.run", "--nproc_per_node=2"``) runs it under that
+    module instead of plain ``python -m advrobust``.
+    """
+    return _study_run_command
 
 
 @pytest.fixture

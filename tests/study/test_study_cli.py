@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from advrobust.study import StudyConfig, StudyResult, enumerate_cells
+from advrobust.study import StudyConfig, StudyResult, enumerate_cells, list_presets
 from advrobust.study._cli import main
 
 
@@ -105,6 +106,10 @@ def test_study_cli_run_resume_plot_merge(
         "tiny-clean.svg",
     ]
     capsys.readouterr()
+    assert main(["study", "plot", str(tmp_path / "missing")]) == 1
+    assert f"{tmp_path / 'missing'} does not exist" in capsys.readouterr().err
+    assert main(["study", "plot", str(tmp_path / "figs")]) == 1
+    assert "holds no results.json" in capsys.readouterr().err
     assert main(["study", "merge", str(result.out_dir), "--out", str(tmp_path / "m")]) == 0
     assert "4/4 cells finished" in capsys.readouterr().out
     assert (tmp_path / "m" / "results.csv").read_text() == (
@@ -114,9 +119,14 @@ def test_study_cli_run_resume_plot_merge(
 
 def test_study_cli_presets(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["study", "presets"]) == 0
-    out = capsys.readouterr().out
-    assert out.splitlines()[0].startswith("capacity") or "digits" in out
-    assert "digits" in out and "transfer-matrix" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_presets()
+    # the first sentence, not cut at "et al." or "eq. 4"
+    leak = next(line for line in lines if line.startswith("kurakin-label-leak"))
+    assert "Kurakin et al. 2016 sec. 4.2 on MNIST" in leak
+    digits = next(line for line in lines if line.startswith("digits"))
+    assert "(eq" not in digits or "(eq. " in digits
+    assert all(len(line) <= 32 + 100 for line in lines)
     assert main(["study", "presets", "--show", "digits"]) == 0
     assert StudyConfig.from_toml(capsys.readouterr().out).name == "digits"
 
@@ -132,86 +142,37 @@ def test_study_cli_models_lists_parameter_counts(capsys: pytest.CaptureFixture[s
     assert "valid: digits, mnist, cifar10" in capsys.readouterr().err
 
 
+def _evaluate(weights: Path, *options: str, model: str = "mlp") -> int:
+    return main(
+        ["evaluate", "--model", model, "--weights", str(weights), "--dataset", "digits", *options]
+    )
+
+
 def test_study_cli_evaluate_saved_weights(
-    tiny: tuple[StudyConfig, StudyResult], capsys: pytest.CaptureFixture[str]
+    tiny: tuple[StudyConfig, StudyResult], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config, result = tiny
     key = enumerate_cells(config)[0].key
     weights = result.out_dir / "cells" / key / "model.pt"
-    code = main(
-        [
-            "evaluate",
-            "--model",
-            "mlp",
-            "--weights",
-            str(weights),
-            "--dataset",
-            "digits",
-            "--attack",
-            "BIM",
-            "--attack",
-            "fgsm",
-            "--eps",
-            "0.1",
-            "--num-examples",
-            "16",
-            "--device",
-            "cpu",
-        ]
-    )
-    assert code == 0
+    small = ["--num-examples", "16", "--device", "cpu"]
+    assert _evaluate(weights, "--attack", "BIM", "--attack", "fgsm", "--eps", "0.1", *small) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "adversarial accuracy linf eps=0.1 [BIM]" in out
     assert "[FGSM]" in out
-    code = main(
-        [
-            "evaluate",
-            "--model",
-            "mlp",
-            "--weights",
-            str(weights),
-            "--dataset",
-            "digits",
-            "--attack",
-            "BIM",
-            "--num-examples",
-            "8",
-            "--device",
-            "cpu",
-        ]
-    )
-    assert code == 0
+    assert _evaluate(weights, "--attack", "BIM", *small) == 0
     assert "mean minimal linf distortion [BIM]" in capsys.readouterr().out
-    code = main(
-        [
-            "evaluate",
-            "--model",
-            "mlp",
-            "--weights",
-            str(weights),
-            "--dataset",
-            "digits",
-            "--attack",
-            "DeepFool",
-        ]
-    )
-    assert code == 1
+    assert _evaluate(weights, "--attack", "DeepFool") == 1
     assert "unknown attack 'DeepFool'; valid attacks: FGSM" in capsys.readouterr().err
-    code = main(
-        [
-            "evaluate",
-            "--model",
-            "simple-cnn",
-            "--weights",
-            str(weights),
-            "--dataset",
-            "digits",
-            "--model-kwargs",
-            "{}",
-        ]
-    )
-    assert code == 1
-    assert "does not fit model 'simple-cnn'" in capsys.readouterr().err
+    # the model.json beside a study's weights names the model: a different --model is refused
+    assert _evaluate(weights, *small, model="simple-cnn") == 1
+    err = capsys.readouterr().err
+    assert "--model 'simple-cnn' does not match" in err and "pass --model mlp" in err
+    # weights without a model.json that do not fit the named model
+    loose = tmp_path / "weights.pt"
+    shutil.copy(weights, loose)
+    assert _evaluate(loose, "--model-kwargs", "{}", *small, model="simple-cnn") == 1
+    err = capsys.readouterr().err
+    assert "model 'simple-cnn'" in err and f"{loose} does not fit the model" in err
 
 
 def test_study_cli_python_dash_m(tmp_path: Path) -> None:
@@ -228,9 +189,10 @@ def test_study_cli_python_dash_m(tmp_path: Path) -> None:
 
 
 def test_study_cli_sigterm_checkpoints_and_rerun_resumes(
-    tmp_path: Path, make_config: Callable[..., StudyConfig]
+    tmp_path: Path,
+    make_config: Callable[..., StudyConfig],
+    study_run_command: Callable[..., tuple[list[str], dict[str, str]]],
 ) -> None:
-    import os
     import signal
     import time
 
@@ -245,18 +207,7 @@ def test_study_cli_sigterm_checkpoints_and_rerun_resumes(
     )
     path = config.save(tmp_path / "c.toml")
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    cmd = [
-        sys.executable,
-        "-m",
-        "advrobust",
-        "study",
-        "run",
-        str(path),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
+    cmd, env = study_run_command(path, out)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = out / "cells" / "n0000080-mlp-clean" / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 120
@@ -273,3 +224,27 @@ def test_study_cli_sigterm_checkpoints_and_rerun_resumes(
     assert main(["study", "run", str(path), "--out", str(out), "--no-progress"]) == 0
     assert (ckpt.parents[1] / "cell.json").is_file()
     assert not ckpt.exists()
+
+
+def test_study_cli_interrupt_inside_cleanup_still_means_resume(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGTERM during torch.save surfaces as torch's RuntimeError raised while handling it."""
+    from advrobust.study import _cli
+
+    def preempted(args: object) -> int:
+        try:
+            raise KeyboardInterrupt("signal 15")
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos") from None
+
+    monkeypatch.setattr(_cli, "_cmd_study_run", preempted)
+    assert main(["study", "run", "--preset", "digits"]) == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err
+
+    def broken(args: object) -> int:
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr(_cli, "_cmd_study_run", broken)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        main(["study", "run", "--preset", "digits"])

@@ -58,6 +58,10 @@ def test_study_config_optional_none_fields_survive_toml() -> None:
 def test_study_config_fingerprint_ignores_device_and_description() -> None:
     a = _config()
     assert a.fingerprint() == _config(device="cpu", description="other").fingerprint()
+    # where the files are is not what the study is: resuming on another machine is allowed
+    moved = _config(data=DataSpec(name="digits", root="/elsewhere", sizes=(20, 40)))
+    assert moved.fingerprint() == a.fingerprint()
+    assert _config(data=DataSpec(name="digits", sizes=(20, 80))).fingerprint() != a.fingerprint()
     assert a.fingerprint() == _config(threads=3).fingerprint()
     assert a.fingerprint() != _config(seed=1).fingerprint()
     assert a.fingerprint() != _config(data=DataSpec(sizes=(20, 41))).fingerprint()

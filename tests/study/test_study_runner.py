@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +14,14 @@ from typing import Any
 import pytest
 import torch
 
-from advrobust.metrics import accuracy
+from advrobust.attacks import BIM
+from advrobust.metrics import accuracy, adversarial_accuracy, robustness_score
 from advrobust.study import (
+    ConfigError,
+    DataSpec,
+    EvalSpec,
+    ModelSpec,
+    RecipeSpec,
     StudyConfig,
     StudyConfigMismatchError,
     StudyResult,
@@ -49,6 +57,19 @@ def test_study_run_writes_everything(tiny: tuple[StudyConfig, StudyResult]) -> N
         for name in ("cell.json", "model.pt", "model.json", "per_example.npz"):
             assert (folder / name).is_file(), (cell.key, name)
         assert not (folder / "checkpoints").exists()
+    # atomic writes keep the usual permissions (0o666 minus the umask), not the 0o600 of a
+    # temporary file: collaborators can read a study on a shared disk
+    mask = os.umask(0)
+    os.umask(mask)
+    key = enumerate_cells(config)[0].key
+    for path in (
+        out / "study.json",
+        out / "results.csv",
+        out / "cells" / key / "model.pt",
+        out / "cells" / key / "cell.json",
+        out / "figures" / "tiny-clean.png",
+    ):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
     rows = read_results(out)
     metrics = {r["metric"] for r in rows}
     assert metrics >= {
@@ -82,8 +103,13 @@ def test_study_run_writes_everything(tiny: tuple[StudyConfig, StudyResult]) -> N
 def test_study_rerun_skips_finished_cells(tiny: tuple[StudyConfig, StudyResult]) -> None:
     config, result = tiny
     before = torch.get_num_threads()
+    # device, threads and the data folder may differ between machines: still the same study
+    moved = dataclasses.replace(config.data, root=str(result.out_dir / "elsewhere"))
     again = run_study(
-        config.replace(device="cpu", threads=2), result.out_dir, progress=False, stream=None
+        config.replace(device="cpu", threads=2, data=moved),
+        result.out_dir,
+        progress=False,
+        stream=None,
     )
     assert torch.get_num_threads() == before  # the thread setting is restored
     assert again.cells_run == []
@@ -239,3 +265,135 @@ def test_study_adversarial_recipes_and_cross_model_metrics(
     assert len(deepsec) >= 5
     assert {r["recipe"] for r in rows} == {"clean", "kurakin", "pgd"}
     assert (tmp_path / "m" / "groups").is_dir()
+
+
+def test_study_scores_match_the_metrics_layer(tiny: tuple[StudyConfig, StudyResult]) -> None:
+    """Eq. 4 over the commonly-correct set and eq. 5 are advrobust.metrics' numbers."""
+    config, result = tiny
+    ev = config.evaluation
+    x, y = evaluation_sample(config)
+    rows = result.rows
+    for model_key in ("mlp", "cnn"):
+        cells = [c for c in enumerate_cells(config) if c.model.key == model_key]
+        models = {c.key: load_cell_model(result.out_dir, c.key) for c in cells}
+        # common_set = "sizes": X is what every subset size's model classifies correctly
+        score = robustness_score(
+            models,
+            (x, y),
+            BIM(models[cells[0].key], **ev.linf_attack.kwargs),
+            hi=ev.linf_max,
+            tol=ev.linf_tol,
+        )
+        for cell in cells:
+            row = next(
+                r
+                for r in rows
+                if (r["model"], r["size_param"], r["metric"])
+                == (model_key, cell.size, "robustness_linf")
+            )
+            assert score.num_unbroken[cell.key] == 0
+            assert row["n"] == int(score.common.sum())
+            assert row["value"] == pytest.approx(score.scores[cell.key], abs=ev.linf_tol)
+            model = models[cell.key]
+            for delta in ev.deltas:
+                expected = adversarial_accuracy(
+                    model, (x, y), BIM(model, eps=delta, **ev.delta_attack.kwargs), delta=delta
+                ).value
+                got = next(
+                    r
+                    for r in rows
+                    if (r["model"], r["size_param"], r["metric"], r["delta"])
+                    == (model_key, cell.size, "adversarial_accuracy", delta)
+                )
+                assert got["value"] == pytest.approx(expected)
+
+
+def test_study_bad_model_or_recipe_fails_before_writing(
+    tmp_path: Path, make_config: Callable[..., StudyConfig]
+) -> None:
+    out = tmp_path / "o"
+    bad_model = make_config(models=(ModelSpec("mlp", {"hiddn": 3}, label="mlp"),))
+    with pytest.raises(ConfigError, match=r"hiddn") as info:
+        run_study(bad_model, out, progress=False, stream=None)
+    assert info.value.field == "models[0].kwargs"
+    bad_k = make_config(recipes=(RecipeSpec("k", "kurakin", {"k": 100}),))
+    with pytest.raises(ConfigError, match=r"batch size 16") as info:
+        run_study(bad_k, out, progress=False, stream=None)
+    assert info.value.field == "recipes[0].settings.k"
+    # nothing was written, so the corrected config may use the same folder
+    assert not out.exists()
+
+
+def test_study_label_leak_resumes_an_interrupted_evaluation(
+    tmp_path: Path, make_config: Callable[..., StudyConfig]
+) -> None:
+    config = make_config(
+        name="leak",
+        data=DataSpec(name="digits", sizes=(40,)),
+        models=(ModelSpec("mlp", {"hidden": 16}, label="mlp"),),
+        evaluation=EvalSpec(metrics=("accuracy", "label-leak"), num_examples=16, leak_eps=0.2),
+    )
+    out = tmp_path / "leak"
+    first = run_study(config, out, progress=False, stream=None)
+    (key,) = first.cells_run
+    # interrupted after the accuracy part, before the label-leak part was written
+    (out / "cells" / key / "cell.json").unlink()
+    (out / "cells" / key / "eval-label-leak.json").unlink()
+    again = run_study(config, out, progress=False, stream=None)
+    assert again.cells_run == [key]
+    assert _values(again.rows) == _values(first.rows)
+    (row,) = [r for r in again.rows if r["metric"] == "label_leak_count"]
+    assert row["attack"].startswith("FGSM(") and "true vs predicted labels" in row["attack"]
+    assert row["attack_config"]["eps"] == 0.2 and row["delta"] == 0.2
+
+
+def test_study_merge_crash_mid_copy_leaves_no_half_cell(
+    tiny: tuple[StudyConfig, StudyResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, result = tiny
+    original = shutil.copytree
+    copied: list[str] = []
+
+    def failing_copy(src: str, dst: str) -> None:
+        if len(copied) == 3:
+            raise OSError("disk full")
+        copied.append(src)
+        shutil.copy2(src, dst)
+
+    def copytree(src: Any, dst: Any, **kwargs: Any) -> Any:
+        return original(src, dst, copy_function=failing_copy)
+
+    merged = tmp_path / "merged"
+    monkeypatch.setattr(shutil, "copytree", copytree)
+    with pytest.raises(OSError, match="disk full"):
+        merge_studies([result.out_dir], merged, stream=None)
+    monkeypatch.setattr(shutil, "copytree", original)
+    for folder in (merged / "cells").iterdir():
+        if not folder.name.startswith("."):  # every visible cell folder is whole
+            source = result.out_dir / "cells" / folder.name
+            assert sorted(os.listdir(folder)) == sorted(os.listdir(source))
+    again = merge_studies([result.out_dir], merged, stream=None)
+    assert again.complete
+    assert _values(again.rows) == _values(result.rows)
+
+
+def test_study_shards_starting_together_in_one_folder_do_not_refuse_each_other(
+    tmp_path: Path, make_config: Callable[..., StudyConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from advrobust.study import _runner
+
+    config = make_config()
+    out = tmp_path / "shared"
+    out.mkdir()
+    original = Path.iterdir
+
+    def iterdir(self: Path) -> Any:
+        if self == out and not (out / "study.json").exists():
+            # another shard writes the state record between this shard's two looks
+            _runner._write_state(config, out)
+        return original(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    _runner._prepare_out_dir(config, out)  # the same study: accepted
+    with pytest.raises(StudyConfigMismatchError, match="seed: 0 -> 5"):
+        _runner._prepare_out_dir(config.replace(seed=5), out)

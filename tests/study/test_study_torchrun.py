@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,26 +14,17 @@ from advrobust.study import StudyConfig, enumerate_cells
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_study_runs_under_torchrun(tmp_path: Path, make_config: Callable[..., StudyConfig]) -> None:
+def test_study_runs_under_torchrun(
+    tmp_path: Path,
+    make_config: Callable[..., StudyConfig],
+    study_run_command: Callable[..., tuple[list[str], dict[str, str]]],
+) -> None:
     config = make_config(name="ddp")
     path = config.save(tmp_path / "ddp.toml")
     out = tmp_path / "out"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[2]))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--standalone",
-        "-m",
-        "advrobust",
-        "study",
-        "run",
-        str(path),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
+    cmd, env = study_run_command(
+        path, out, "torch.distributed.run", "--nproc_per_node=2", "--standalone"
+    )
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("cells finished in") == 1  # only rank 0 reports

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DataLoader, TensorDataset
 
 torch.set_num_threads(1)
 
@@ -30,8 +31,14 @@ def main() -> None:
         cfg = config(mode, per_rank_batch=8)
         trainer = AdversarialTrainer(model, cfg, checkpoint_dir=Path(out) / "ckpt")
         history = trainer.fit((x, y), val_loader=(x[:40], y[:40]), progress=False)
+        # 41 examples do not split evenly over 2 ranks: evaluation must count each one once
+        odd = TensorDataset(x[:41], y[:41])
+        evaluated = {
+            "tensors": trainer.evaluate((x[:41], y[:41])),
+            "dataloader": trainer.evaluate(DataLoader(odd, batch_size=8)),
+        }
         torch.save(
-            {"state": model.state_dict(), "history": history.to_dict()},
+            {"state": model.state_dict(), "history": history.to_dict(), "evaluated": evaluated},
             Path(out) / f"rank{rank}.pt",
         )
     finally:

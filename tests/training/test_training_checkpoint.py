@@ -125,3 +125,21 @@ def test_training_checkpoint_on_demand_and_every(tmp_path):
     tr2 = AdversarialTrainer(_model(), cfg, checkpoint_dir=tmp_path / "d")
     tr2.fit((x, y), progress=False)
     assert load_checkpoint(tmp_path / "d" / "last.pt")["counters"]["epoch"] == 2
+
+
+def test_training_checkpoint_resume_into_another_optimizer_layout_changes_nothing(tmp_path):
+    # the model fits but the optimizer does not (two parameter groups instead of one): the
+    # model must not be left overwritten by the checkpoint while the optimizer load fails
+    x, y = _data()
+    cfg = TrainConfig.kurakin(epochs=1, batch_size=16, lr=0.1)
+    AdversarialTrainer(_model(), cfg, checkpoint_dir=tmp_path).fit((x, y), progress=False)
+    model = _model(seed=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    groups = [{"params": [model[1].weight]}, {"params": [model[1].bias]}]
+    tr = AdversarialTrainer(model, cfg, optimizer=torch.optim.SGD(groups, lr=0.1, momentum=0.9))
+    gen_before = tr.generator.get_state()
+    with pytest.raises(CheckpointError, match="left unchanged"):
+        tr.resume(tmp_path / "last.pt")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert torch.equal(tr.generator.get_state(), gen_before)
+    assert tr.epoch == 0 and tr.step == 0 and len(tr.history) == 0

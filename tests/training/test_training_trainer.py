@@ -1,10 +1,12 @@
 import copy
 import math
+import signal
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from advrobust.attacks import FGSM, PGD, StepLL
 from advrobust.data import TensorLoader
@@ -216,6 +218,45 @@ def test_training_trainer_ctrl_c_writes_checkpoint_and_resumes_mid_epoch(tmp_pat
     assert h.loss == pytest.approx(h_full.loss, rel=1e-12)
 
 
+class _SigintInTrainingForward(nn.Module):
+    """Sends SIGINT from inside the n-th train-mode forward, after BatchNorm has updated."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def forward(self, h):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                signal.raise_signal(signal.SIGINT)
+        return h
+
+
+def test_training_trainer_ctrl_c_mid_step_is_deferred_to_a_consistent_checkpoint(tmp_path):
+    # A real Ctrl-C arrives in the middle of a step (here: inside the training forward, after
+    # the BatchNorm statistics moved). The step must complete before the interrupt is raised,
+    # so that weights, buffers, counters and RNG in the checkpoint agree and resume is exact.
+    x, y = _data()
+    cfg = TrainConfig.kurakin(epochs=2, batch_size=16, lr=0.05, selection="random")
+
+    def model(seed, at=0):
+        net = _mlp(seed=seed, bn=True)
+        return nn.Sequential(*net[:3], _SigintInTrainingForward(at), *net[3:])
+
+    full = model(1)
+    AdversarialTrainer(full, cfg).fit((x, y), progress=False)
+    tr = AdversarialTrainer(model(1, at=8), cfg, checkpoint_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit((x, y), progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    resumed = model(9)
+    tr2 = AdversarialTrainer(resumed, cfg, checkpoint_dir=tmp_path).resume()
+    assert (tr2.epoch, tr2.step) == (1, 8)
+    tr2.fit((x, y), progress=False)
+    assert _same(full, resumed)
+
+
 def test_training_trainer_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     x, y = _data(64)
     cfg = TrainConfig.kurakin(epochs=3, batch_size=16, lr=0.05, log_every=1)
@@ -304,3 +345,44 @@ def test_training_trainer_validation_and_progress_bar(capsys):
     assert (clean, adv) == (h[-1].val_clean_acc, h[-1].val_adv_acc)
     err = capsys.readouterr().err
     assert "epoch 2" in err and "val clean" in err
+
+
+class _OpRecorder(TorchDispatchMode):
+    """Records the aten ops run while not paused."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.paused = [], False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.paused:
+            self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_training_trainer_step_has_no_host_sync_or_host_to_device_copy():
+    # On CUDA, .item()/float(t) (aten._local_scalar_dense) and tensors built from Python
+    # numbers (aten.lift_fresh: new_tensor/torch.tensor, a blocking host-to-device copy)
+    # stall the GPU every step. The trainer's own part of a step must have neither; the
+    # attack is excluded (its input validation belongs to the attacks layer).
+    x, y = _data(16)
+    tr = AdversarialTrainer(
+        _mlp(bn=True), TrainConfig.kurakin(batch_size=16, selection="random", log_every=1000)
+    )
+    rec = _OpRecorder()
+    attack = tr.attack
+
+    class Paused:
+        def __call__(self, *args, **kwargs):
+            rec.paused = True
+            try:
+                return attack(*args, **kwargs)
+            finally:
+                rec.paused = False
+
+    tr.attack = Paused()
+    with rec:
+        tr.train_step(x, y, nominal_batch=16)
+        tr.train_step(x[:10], y[:10], nominal_batch=16)
+    assert "aten.native_batch_norm.default" in rec.ops  # the recorder saw the step
+    assert not [op for op in rec.ops if "_local_scalar_dense" in op or "lift_fresh" in op]
