@@ -112,8 +112,10 @@ def _prepare_out_dir(config: StudyConfig, out_dir: Path) -> None:
                 f"it. Choose an empty or new --out folder."
             )
     state = read_json(state_path)
-    if state.get("fingerprint") != config.fingerprint():
-        old = StudyConfig.from_dict(state["config"]) if "config" in state else None
+    # compare the recorded config itself, so that a folder stays usable when what counts as
+    # the identity changes between versions (the recorded fingerprint is informative)
+    old = StudyConfig.from_dict(state["config"]) if "config" in state else None
+    if old is None or old.fingerprint() != config.fingerprint():
         diffs = config_diff(old.identity(), config.identity()) if old else ["<unknown>"]
         shown = "\n  ".join(diffs[:12]) + ("\n  ..." if len(diffs) > 12 else "")
         raise StudyConfigMismatchError(

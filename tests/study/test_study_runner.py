@@ -397,3 +397,19 @@ def test_study_shards_starting_together_in_one_folder_do_not_refuse_each_other(
     _runner._prepare_out_dir(config, out)  # the same study: accepted
     with pytest.raises(StudyConfigMismatchError, match="seed: 0 -> 5"):
         _runner._prepare_out_dir(config.replace(seed=5), out)
+
+
+def test_study_folder_of_an_older_fingerprint_definition_is_still_accepted(
+    tmp_path: Path, make_config: Callable[..., StudyConfig]
+) -> None:
+    from advrobust.study import _runner
+
+    config = make_config()
+    out = tmp_path / "older"
+    _runner._write_state(config, out)
+    state = json.loads((out / "study.json").read_text())
+    state["fingerprint"] = "computed-by-an-older-version"
+    (out / "study.json").write_text(json.dumps(state))
+    _runner._prepare_out_dir(config, out)  # the recorded config is the same study
+    with pytest.raises(StudyConfigMismatchError, match="seed: 0 -> 2"):
+        _runner._prepare_out_dir(config.replace(seed=2), out)
