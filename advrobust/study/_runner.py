@@ -437,13 +437,12 @@ def _check_config_buildable(config: StudyConfig, data: _Data) -> None:
             raise ConfigError(f"models[{i}].kwargs", f"model {mspec.key!r}: {error}") from None
     for i, recipe in enumerate(config.recipes):
         tcfg = train_config(config, recipe, 0)
-        k = getattr(tcfg, "k", None)
-        if isinstance(k, int) and k > tcfg.batch_size:
+        try:
+            tcfg.num_replaced(tcfg.batch_size)  # k of m: not more than the batch
+        except ValueError as error:
             raise ConfigError(
-                f"recipes[{i}].settings.k",
-                f"recipe {recipe.name!r}: k={k} adversarial examples per batch cannot exceed "
-                f"the batch size {tcfg.batch_size}",
-            )
+                f"recipes[{i}].settings", f"recipe {recipe.name!r}: {error}"
+            ) from None
     probe = nn.Sequential(nn.Flatten(), nn.Linear(data.in_channels * data.input_size**2, 2))
     ev = config.evaluation
     wanted = {
@@ -796,6 +795,8 @@ def _run_cell(
         job = _CellJob(config, cell, folder, data, device, seed, progress)
         if weights.is_file():
             model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+            if rank == 0:  # (a crash between writing the weights and this cleanup)
+                shutil.rmtree(folder / "checkpoints", ignore_errors=True)
         else:
             _train_cell(job, model)
         if bar is not None:

@@ -128,9 +128,13 @@ def test_study_rerun_redoes_only_the_unfinished_cell(
     stamp = weights.stat().st_mtime_ns
     (out / "cells" / key / "cell.json").unlink()
     (out / "cells" / key / "eval-adversarial-accuracy.json").unlink()
+    # crashed after writing the weights, before removing the trainer checkpoints
+    (out / "cells" / key / "checkpoints").mkdir()
+    (out / "cells" / key / "checkpoints" / "last.pt").write_bytes(b"stale")
     again = run_study(config, out, progress=False, stream=None)
     assert again.cells_run == [key]
     assert weights.stat().st_mtime_ns == stamp  # trained weights reused, not retrained
+    assert not (out / "cells" / key / "checkpoints").exists()
     assert _values(again.rows) == _values(result.rows)
 
 
@@ -319,7 +323,7 @@ def test_study_bad_model_or_recipe_fails_before_writing(
     bad_k = make_config(recipes=(RecipeSpec("k", "kurakin", {"k": 100}),))
     with pytest.raises(ConfigError, match=r"batch size 16") as info:
         run_study(bad_k, out, progress=False, stream=None)
-    assert info.value.field == "recipes[0].settings.k"
+    assert info.value.field == "recipes[0].settings"
     # nothing was written, so the corrected config may use the same folder
     assert not out.exists()
 
