@@ -118,7 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help=f"attack class ({', '.join(ATTACK_NAMES)}); repeatable (default: BIM and CWL2; "
-        "CWL2 runs its defaults, 9 x 1000 steps: minutes on a CPU)",
+        "CWL2 runs its defaults, 9 x 1000 steps, unless --attack-kwargs says otherwise)",
+    )
+    ev.add_argument(
+        "--attack-kwargs",
+        action="append",
+        default=None,
+        metavar="NAME=JSON",
+        help="constructor arguments for one attack, e.g. "
+        '\'CWL2={"steps": 100, "binary_search_steps": 5}\'; repeatable',
     )
     ev.add_argument(
         "--eps",
@@ -299,6 +307,26 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_attack_kwargs(items: Sequence[str], lookup: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Parse repeated ``NAME=JSON`` options into constructor kwargs per attack class name."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name.strip().lower() not in lookup:
+            raise ValueError(
+                f"--attack-kwargs must look like NAME=JSON with NAME one of "
+                f"{', '.join(ATTACK_NAMES)}, got {item!r}"
+            )
+        try:
+            kwargs = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--attack-kwargs {item!r}: not valid JSON ({error})") from None
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"--attack-kwargs {item!r}: the JSON must be an object")
+        out.setdefault(lookup[name.strip().lower()], {}).update(kwargs)
+    return out
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -316,6 +344,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACK_NAMES)}")
     if args.num_examples < 1:
         raise ValueError(f"--num-examples must be >= 1, got {args.num_examples}")
+    attack_kwargs = _parse_attack_kwargs(args.attack_kwargs or [], lookup)
     weights = Path(args.weights)
     if not weights.is_file():
         raise FileNotFoundError(f"--weights {weights} does not exist")
@@ -373,7 +402,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{'accuracy':40s} {full.value:10.4f}  {full.num_examples}")
     gen = torch.Generator(device=device).manual_seed(args.seed)
     for name in names:
-        attack = getattr(A, lookup[name.lower()])(model)
+        cls_name = lookup[name.lower()]
+        try:
+            attack = getattr(A, cls_name)(model, **attack_kwargs.get(cls_name, {}))
+        except TypeError as error:
+            raise ValueError(f"--attack-kwargs for {cls_name}: {error}") from None
         if args.eps and lookup[name.lower()] != "CWL2":
             values = adversarial_accuracies(
                 model, (x, y), attack, args.eps, batch_size=args.batch_size, generator=gen

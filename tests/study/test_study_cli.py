@@ -161,6 +161,14 @@ def test_study_cli_evaluate_saved_weights(
     assert "[FGSM]" in out
     assert _evaluate(weights, "--attack", "BIM", *small) == 0
     assert "mean minimal linf distortion [BIM]" in capsys.readouterr().out
+    cw = 'cwl2={"steps": 20, "binary_search_steps": 2}'
+    assert _evaluate(weights, "--attack", "CWL2", "--attack-kwargs", cw, *small) == 0
+    assert "mean minimal l2 distortion [CWL2]" in capsys.readouterr().out
+    bad = 'CWL2={"stepz": 20}'
+    assert _evaluate(weights, "--attack", "CWL2", "--attack-kwargs", bad, *small) == 1
+    assert "--attack-kwargs for CWL2" in capsys.readouterr().err
+    assert _evaluate(weights, "--attack-kwargs", "CWL2=[1]", *small) == 1
+    assert "must be an object" in capsys.readouterr().err
     assert _evaluate(weights, "--attack", "DeepFool") == 1
     assert "unknown attack 'DeepFool'; valid attacks: FGSM" in capsys.readouterr().err
     # the model.json beside a study's weights names the model: a different --model is refused
