@@ -1,0 +1,47 @@
+"""Device-agnostic code, checked on the ``meta`` device.
+
+A tensor created on a hard-coded device (a stray CPU constant, a CPU random draw combined with
+the batch) fails here as it would on a GPU. Early stopping, restarts and CWL2's abort-early
+decide on data (an ``.item()`` or a data-dependent index), which meta tensors cannot answer, so
+those configurations are left out.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advrobust.attacks import BIM, FGSM, PGD, Attack, IterLL, StepLL, StepRnd
+
+CONFIGS = {
+    "FGSM": lambda m: FGSM(m, 0.1),
+    "FGSM-l2": lambda m: FGSM(m, 0.5, norm="l2"),
+    "StepLL": lambda m: StepLL(m, 0.1),
+    "StepRnd": lambda m: StepRnd(m, 0.1),
+    "BIM": lambda m: BIM(m, 0.1, steps=3),
+    "IterLL": lambda m: IterLL(m, 0.1, steps=3),
+    "PGD": lambda m: PGD(m, 0.1, steps=3),
+    "PGD-l2": lambda m: PGD(m, 0.5, norm="l2", steps=3),
+    "PGD-margin": lambda m: PGD(m, 0.1, steps=3, loss="margin"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_attacks_run_on_the_meta_device(name: str) -> None:
+    with torch.device("meta"):
+        model = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(4 * 8 * 8, 10),
+        )
+    x = torch.rand(4, 1, 8, 8, device="meta")
+    y = torch.zeros(4, dtype=torch.long, device="meta")
+    atk: Attack = CONFIGS[name](model)
+    res = atk.run(x, y, eps=torch.full((4,), 0.1, device="meta"))
+    for t in (res.x_adv, res.success, res.adv_pred, res.l2, res.linf):
+        assert t.device.type == "meta"
+    assert res.x_adv.shape == x.shape and res.x_adv.dtype == x.dtype
+    assert res.success.dtype == torch.bool and res.adv_pred.dtype == torch.long
