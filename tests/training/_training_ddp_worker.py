@@ -1,6 +1,10 @@
 """Worker for test_training_distributed.py: one rank of a two-process gloo run on the CPU.
 
-Usage: python _training_ddp_worker.py OUT_DIR MODE PORT RANK WORLD_SIZE
+Usage: python _training_ddp_worker.py OUT_DIR MODE STORE_FILE RANK WORLD_SIZE
+
+The ranks meet through a file store rather than a TCP store: a TCP store lives in rank 0's
+process, and a rank 0 that exits first can abort the other rank's shutdown ("terminate called
+without an active exception").
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from advrobust.training import AdversarialTrainer  # noqa: E402
 
 
 def main() -> None:
-    out, mode, port, rank, world = sys.argv[1:6]
+    out, mode, store, rank, world = sys.argv[1:6]
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=int(rank), world_size=int(world)
+        "gloo", init_method=f"file://{store}", rank=int(rank), world_size=int(world)
     )
     try:
         x, y = data()
@@ -41,6 +45,7 @@ def main() -> None:
             {"state": model.state_dict(), "history": history.to_dict(), "evaluated": evaluated},
             Path(out) / f"rank{rank}.pt",
         )
+        dist.barrier()  # both ranks are done with collectives before either tears down
     finally:
         dist.destroy_process_group()
 

@@ -1,4 +1,3 @@
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,17 +14,11 @@ from advrobust.training._distributed import TensorBatches
 WORKER = Path(__file__).resolve().parent / "_training_ddp_worker.py"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _launch(out: Path, mode: str) -> list[dict]:
-    port = _free_port()
+    store = out / "pg-store"
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(out), mode, str(port), str(rank), "2"],
+            [sys.executable, str(WORKER), str(out), mode, str(store), str(rank), "2"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
