@@ -20,6 +20,12 @@ from ._engine import IterativeGradientAttack as IterativeGradientAttack
 from ._engine import IterLL as IterLL
 from ._engine import StepLL as StepLL
 from ._engine import StepRnd as StepRnd
+from ._registry import AttackInfo as AttackInfo
+from ._registry import AttackSpec as AttackSpec
+from ._registry import attack_info as attack_info
+from ._registry import create_attack as create_attack
+from ._registry import list_attacks as list_attacks
+from ._registry import register_attack as register_attack
 from ._threat import L2Ball as L2Ball
 from ._threat import LinfBall as LinfBall
 from ._threat import ThreatModel as ThreatModel
@@ -30,7 +36,9 @@ __all__ = [
     "FGSM",
     "PGD",
     "Attack",
+    "AttackInfo",
     "AttackResult",
+    "AttackSpec",
     "IterLL",
     "IterativeGradientAttack",
     "L2Ball",
@@ -38,5 +46,9 @@ __all__ = [
     "StepLL",
     "StepRnd",
     "ThreatModel",
+    "attack_info",
+    "create_attack",
+    "list_attacks",
     "logit_margin",
+    "register_attack",
 ]

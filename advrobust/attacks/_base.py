@@ -16,7 +16,7 @@ import inspect
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,7 @@ from advrobust._validate import (
     model_state_guard,
 )
 
+from ._registry import AttackSpec
 from ._threat import L2Ball, LinfBall, ThreatModel
 
 __all__ = ["Attack", "AttackResult", "CleanForward", "logit_margin"]
@@ -148,12 +149,15 @@ class Attack(abc.ABC):
     Attributes:
         model: The attacked classifier, returning logits of shape ``(B, K)``.
         bounds: The input box ``(lo, hi)``.
-        norm: ``"linf"`` or ``"l2"``, the norm of the attack's threat model.
+        norm: ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``, the norm of the attack's threat model.
+        minimal_norm: Class attribute, True for minimal-norm (unbounded) attacks that return
+            the smallest adversarial perturbation they find (CWL2, FMN, DDN, ALMA).
     """
 
     model: nn.Module
     bounds: tuple[float, float]
     norm: str
+    minimal_norm: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, *, bounds: tuple[float, float]) -> None:
         if not isinstance(model, nn.Module):
@@ -178,6 +182,33 @@ class Attack(abc.ABC):
                 "it or override config()"
             )
         return {name: getattr(self, name) for name in names}
+
+    @property
+    def targets_classes(self) -> bool:
+        """True when an untargeted call moves towards classes the attack picks itself."""
+        return False
+
+    @final
+    def spec(self) -> AttackSpec:
+        """The attack's public description: name, norm, kind, targeting and configuration.
+
+        The name is the registry name of the class (its class name), so
+        ``spec.build(model)`` rebuilds an equal attack for a registered class.
+
+        Example:
+            >>> from torch import nn
+            >>> from advrobust.attacks import CWL2
+            >>> spec = CWL2(nn.Linear(4, 3), steps=10).spec()
+            >>> spec.kind, spec.norm, spec.eps
+            ('minimal', 'l2', None)
+        """
+        return AttackSpec(
+            name=type(self).__name__,
+            norm=self.norm,
+            kind="minimal" if self.minimal_norm else "bounded",
+            targeted=self.targets_classes,
+            config=self.config(),
+        )
 
     @final
     def replace(self, **changes: Any) -> Attack:

@@ -16,6 +16,7 @@ from advrobust._validate import (
 )
 
 from ._base import Attack, CleanForward, _check_bool, logit_margin
+from ._registry import register_attack
 
 __all__ = ["CWL2"]
 
@@ -27,6 +28,10 @@ _UPPER_INIT: Final = 1e10
 
 
 @final
+@register_attack(
+    description="Carlini-Wagner L2: minimal L2 perturbation by optimisation with a search over c",
+    paper='Carlini, Wagner, "Towards evaluating the robustness of neural networks", IEEE S&P 2017',
+)
 class CWL2(Attack):
     """Carlini-Wagner L2 attack: the smallest L2 perturbation found by optimisation.
 
@@ -79,6 +84,7 @@ class CWL2(Attack):
     """
 
     norm = "l2"
+    minimal_norm = True
 
     def __init__(
         self,

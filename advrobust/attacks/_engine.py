@@ -17,6 +17,7 @@ from advrobust._validate import (
 )
 
 from ._base import Attack, CleanForward, _check_bool, _succeeded, logit_margin
+from ._registry import register_attack
 from ._threat import ThreatModel, _per_example, threat_from_norm
 
 __all__ = ["BIM", "FGSM", "PGD", "IterLL", "IterativeGradientAttack", "StepLL", "StepRnd"]
@@ -47,6 +48,13 @@ def kurakin_steps(eps: float, alpha: float = _KURAKIN_ALPHA) -> int:
     return max(1, math.floor(min(units + 4.0, 1.25 * units) + 0.5))
 
 
+@register_attack(
+    description="The iterative gradient engine (FGSM, BIM, PGD family) with every option exposed",
+    paper=(
+        'Kurakin, Goodfellow, Bengio, "Adversarial examples in the physical world",'
+        " ICLR workshop 2017"
+    ),
+)
 class IterativeGradientAttack(Attack):
     """The iterative gradient engine behind every gradient attack in advrobust.
 
@@ -162,6 +170,11 @@ class IterativeGradientAttack(Attack):
 
     @property
     def _wants_clean_logits(self) -> bool:
+        return self.target_rule != "none"
+
+    @property
+    def targets_classes(self) -> bool:
+        """True for the least-likely and random-class presets (StepLL, StepRnd, IterLL)."""
         return self.target_rule != "none"
 
     def _auto_target(
@@ -318,6 +331,12 @@ class _Preset(IterativeGradientAttack):
 
 
 @final
+@register_attack(
+    description="Fast gradient sign method, one step of size eps (Linf) or the L2 fast gradient",
+    paper=(
+        'Goodfellow, Shlens, Szegedy, "Explaining and harnessing adversarial examples", ICLR 2015'
+    ),
+)
 class FGSM(_Preset):
     """Fast gradient sign method: one step of size eps (Goodfellow et al. 2015).
 
@@ -369,6 +388,10 @@ class FGSM(_Preset):
 
 
 @final
+@register_attack(
+    description="One step away from the least-likely class (step l.l.)",
+    paper=('Kurakin, Goodfellow, Bengio, "Adversarial machine learning at scale", ICLR 2017'),
+)
 class StepLL(_Preset):
     """Single-step least-likely class method (Kurakin et al. 2016 sec. 2.2, "step l.l.").
 
@@ -416,6 +439,10 @@ class StepLL(_Preset):
 
 
 @final
+@register_attack(
+    description="One step towards a random other class (step rnd.)",
+    paper=('Kurakin, Goodfellow, Bengio, "Adversarial machine learning at scale", ICLR 2017'),
+)
 class StepRnd(_Preset):
     """Single-step random-class method (Kurakin et al. 2016 sec. 2.2, "step rnd.").
 
@@ -462,6 +489,13 @@ class StepRnd(_Preset):
 
 
 @final
+@register_attack(
+    description="Basic iterative method, I-FGSM, with the Kurakin schedule",
+    paper=(
+        'Kurakin, Goodfellow, Bengio, "Adversarial examples in the physical world",'
+        " ICLR workshop 2017"
+    ),
+)
 class BIM(_Preset):
     """Basic iterative method, I-FGSM (Kurakin et al. 2016 sec. 2.2, "iter. basic").
 
@@ -534,6 +568,13 @@ class BIM(_Preset):
 
 
 @final
+@register_attack(
+    description="Iterative least-likely class method (iter. l.l.)",
+    paper=(
+        'Kurakin, Goodfellow, Bengio, "Adversarial examples in the physical world",'
+        " ICLR workshop 2017"
+    ),
+)
 class IterLL(_Preset):
     """Iterative least-likely class method (Kurakin et al. 2016 sec. 2.2, "iter. l.l.").
 
@@ -596,6 +637,14 @@ class IterLL(_Preset):
 
 
 @final
+@register_attack(
+    description="Projected gradient descent with a random start and restarts",
+    paper=(
+        'Madry, Makelov, Schmidt, Tsipras, Vladu, "Towards deep learning models resistant to "'
+        'adversarial attacks",'
+        " ICLR 2018"
+    ),
+)
 class PGD(_Preset):
     """Projected gradient descent with a uniform random start (Madry et al. 2018).
 
