@@ -8,9 +8,13 @@ Commands::
     advrobust study presets [--show NAME]
     advrobust models [--dataset NAME | --num-classes K --in-channels C --input-size S] [--filter P]
     advrobust evaluate --model NAME --weights FILE --dataset NAME [--attack NAME ...] [--eps E ...]
+                       [--suite standard|fast --eps E [--norm linf|l2]]
 
-Every command maps onto the Python API (:mod:`advrobust.study`); errors print one clear line
-(naming the config field or listing the valid names) and exit with status 1.
+Every command maps onto the Python API (:mod:`advrobust.study`). Every user or operating-system
+error prints one line, ``advrobust: error: ...``, that says what to do, and exits with status 2
+(a usage error: a bad option) or 1 (a runtime error: a file, the disk, a missing package); see
+:mod:`advrobust.study._errors`. ``--traceback`` (or ``ADVROBUST_DEBUG=1``) re-raises instead.
+Progress bars are drawn only when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -22,25 +26,136 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._config import ATTACK_NAMES, ConfigError, StudyConfig
+from advrobust._device import DEVICE_FORMS, check_device, device_available, stderr_is_terminal
+
+from ._config import StudyConfig
+from ._errors import (
+    INSTALL_HINT,
+    USAGE,
+    CLIError,
+    OneLineArgumentParser,
+    debug_requested,
+    error_message,
+    missing_packages,
+)
 
 __all__ = ["build_parser", "main"]
 
 
+# --------------------------------------------------------------------------------------------
+# option types: a bad value is a usage error (status 2) that names the option
+
+
+def _int_at_least(minimum: int) -> Any:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _device_option(*, evaluation: bool) -> Any:
+    """An argparse type for ``--device``: ``auto`` or a device this machine has.
+
+    ``evaluation`` refuses ``meta`` (tensors without data: nothing to measure).
+    """
+
+    def parse(text: str) -> str:
+        if text == "auto":
+            return text
+        try:
+            dev = check_device(text, "device")
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid device {text!r}; valid forms: auto, {DEVICE_FORMS}"
+            ) from None
+        if dev.type == "meta" and evaluation:
+            raise argparse.ArgumentTypeError(
+                "meta tensors hold no data, so there is nothing to evaluate; use --device "
+                "cpu, cuda, cuda:N or mps"
+            )
+        reason = device_available(dev)
+        if reason is not None:
+            raise argparse.ArgumentTypeError(f"{text!r}: {reason}; use --device cpu (or auto)")
+        return text
+
+    parse.__name__ = "device"
+    return parse
+
+
+def _attack_option(text: str) -> str:
+    """An argparse type: a registered attack name (any case) -> its registry name."""
+    from advrobust.attacks import attack_info, list_attacks
+
+    try:
+        return attack_info(text).name
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown attack {text!r}; valid attacks: {', '.join(list_attacks())}"
+        ) from None
+
+
+def _dataset_contract(text: str) -> str:
+    from advrobust.models import INPUT_SETTINGS
+
+    if text not in INPUT_SETTINGS:
+        raise argparse.ArgumentTypeError(
+            f"unknown dataset contract {text!r}; valid: {', '.join(INPUT_SETTINGS)}"
+        )
+    return text
+
+
+def _dataset_name(text: str) -> str:
+    from advrobust.data import list_datasets
+
+    if text not in list_datasets():
+        raise argparse.ArgumentTypeError(
+            f"unknown dataset {text!r}; valid: {', '.join(list_datasets())}"
+        )
+    return text
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        help="show the full Python traceback on errors (also: ADVROBUST_DEBUG=1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``advrobust`` command."""
+    """The argument parser of the ``advrobust`` command (its errors are one line, status 2)."""
     from advrobust import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="advrobust",
         description="Adversarial robustness studies: train model grids on nested data subsets, "
         "attack them, and tabulate and plot accuracy and robustness.",
     )
     parser.add_argument("--version", action="version", version=f"advrobust {__version__}")
+    _add_common(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     study = commands.add_parser("study", help="run, merge and plot studies")
@@ -63,25 +178,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only shard i of n (0-based), e.g. 0/4; "
         "SLURM: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT",
     )
-    run.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (overrides the config)")
+    run.add_argument(
+        "--device",
+        type=_device_option(evaluation=False),
+        help="auto, cpu, cuda, cuda:N, mps (overrides the config)",
+    )
     run.add_argument("--root", help="dataset folder (overrides data.root)")
     run.add_argument(
-        "--threads", type=int, help="torch CPU threads (overrides the config's threads)"
+        "--threads",
+        type=_int_at_least(1),
+        help="torch CPU threads (overrides the config's threads)",
     )
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they are off anyway when stderr is not a terminal)",
+    )
+    _add_common(run)
 
     merge = study_cmds.add_parser("merge", help="join shard folders of one study")
     merge.add_argument("sources", nargs="+", metavar="OUT_DIR", help="shard output folders")
     merge.add_argument("--out", required=True, help="merged output folder")
-    merge.add_argument("--device", help="device for the cross-model tasks (transfer matrices)")
+    merge.add_argument(
+        "--device",
+        type=_device_option(evaluation=True),
+        help="device for the cross-model tasks (transfer matrices)",
+    )
     merge.add_argument("--root", help="dataset folder for those tasks (overrides data.root)")
+    _add_common(merge)
 
     plot = study_cmds.add_parser("plot", help="(re)draw the figures of a study folder")
     plot.add_argument("dir", help="study folder (holding results.json)")
     plot.add_argument("--out", help="figure folder (default: DIR/figures)")
+    _add_common(plot)
 
     presets = study_cmds.add_parser("presets", help="list the shipped presets")
     presets.add_argument("--show", metavar="NAME", help="print a preset's TOML")
+    _add_common(presets)
 
     models = commands.add_parser(
         "models",
@@ -92,33 +225,47 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument(
         "--dataset",
         default=None,
+        type=_dataset_contract,
         help="input contract of a dataset: digits, mnist, cifar10 (default), stl10, tiny-imagenet",
     )
-    models.add_argument("--num-classes", type=int, help="override the number of classes")
-    models.add_argument("--in-channels", type=int, help="override the input channels")
-    models.add_argument("--input-size", type=int, help="override the input height/width")
+    models.add_argument(
+        "--num-classes", type=_int_at_least(1), help="override the number of classes"
+    )
+    models.add_argument("--in-channels", type=_int_at_least(1), help="override the input channels")
+    models.add_argument(
+        "--input-size", type=_int_at_least(1), help="override the input height/width"
+    )
     models.add_argument("--filter", help="fnmatch pattern on names, e.g. 'resnet-*'")
+    _add_common(models)
 
     ev = commands.add_parser(
         "evaluate",
         help="attack a saved model and print its metrics",
         description="Load weights (a state_dict, e.g. cells/<key>/model.pt of a study) into a "
         "registered model and print clean accuracy plus, per attack, the adversarial accuracy "
-        "at each --eps, or without --eps the mean minimal distortion (I-FGSM bisection for "
-        "Linf attacks, the attack's own L2 for CWL2).",
+        "at each --eps for fixed-eps attacks, or the mean minimal distortion (I-FGSM "
+        "bisection for fixed-eps attacks without --eps, the attack's own distances for "
+        "minimal-norm attacks). --suite runs an attack ensemble at each --eps and prints the "
+        "robust accuracy (advrobust.metrics.robust_accuracy).",
     )
     ev.add_argument("--model", required=True, help="registered model name")
     ev.add_argument("--weights", required=True, help="state_dict file (.pt)")
-    ev.add_argument("--dataset", required=True, help="dataset name (digits needs no files)")
+    ev.add_argument(
+        "--dataset", required=True, type=_dataset_name, help="dataset name (digits needs no files)"
+    )
     ev.add_argument("--root", help="dataset folder")
-    ev.add_argument("--split", default="test", help="split to evaluate on (default: test)")
+    ev.add_argument(
+        "--split", default="test", choices=("train", "test"), help="split (default: test)"
+    )
     ev.add_argument(
         "--attack",
         action="append",
         default=None,
+        type=_attack_option,
         metavar="NAME",
-        help=f"attack class ({', '.join(ATTACK_NAMES)}); repeatable (default: BIM and CWL2; "
-        "CWL2 runs its defaults, 9 x 1000 steps, unless --attack-kwargs says otherwise)",
+        help="a registered attack, any case (see advrobust.attacks.list_attacks()); repeatable "
+        "(default: BIM and CWL2 without --suite, none with it; CWL2 runs its defaults, "
+        "9 x 1000 steps, unless --attack-kwargs says otherwise)",
     )
     ev.add_argument(
         "--attack-kwargs",
@@ -129,11 +276,24 @@ def build_parser() -> argparse.ArgumentParser:
         '\'CWL2={"steps": 100, "binary_search_steps": 5}\'; repeatable',
     )
     ev.add_argument(
+        "--suite",
+        choices=("standard", "fast"),
+        default=None,
+        help="robust accuracy at each --eps from an attack ensemble: standard (APGD-CE, "
+        "APGD-T, FAB-T, Square, as AutoAttack) or fast (APGD-CE, APGD-T)",
+    )
+    ev.add_argument(
+        "--norm",
+        choices=("linf", "l2"),
+        default="linf",
+        help="threat model of --suite (default: linf)",
+    )
+    ev.add_argument(
         "--eps",
-        type=float,
+        type=_positive_float,
         action="append",
         default=None,
-        help="eps for adversarial accuracy; repeatable",
+        help="eps for adversarial (robust) accuracy; repeatable",
     )
     ev.add_argument(
         "--model-kwargs",
@@ -144,14 +304,68 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--no-normalize", action="store_true", help="the model has no Normalize first layer"
     )
-    ev.add_argument("--num-examples", type=int, default=500, help="examples to attack")
-    ev.add_argument("--batch-size", type=int, default=256)
-    ev.add_argument("--device", default="auto")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--num-examples",
+        type=_int_at_least(1),
+        default=None,
+        help="examples to attack (default: 500, or the whole split when smaller)",
+    )
+    ev.add_argument("--batch-size", type=_int_at_least(1), default=256)
+    ev.add_argument(
+        "--device",
+        default="auto",
+        type=_device_option(evaluation=True),
+        help="auto (default), cpu, cuda, cuda:N, mps",
+    )
+    ev.add_argument("--seed", type=_int_at_least(0), default=0, help="sampling and attack seed")
+    ev.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they are off anyway when stderr is not a terminal)",
+    )
+    _add_common(ev)
     return parser
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def _check_out_dir(out: Path, option: str = "--out") -> None:
+    """Refuse an output folder that is a file or cannot be written, before any work starts."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        raise CLIError(
+            f"{option} {out} is a file; {option} must name a folder (new, or holding this study)",
+            USAGE,
+        )
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise CLIError(f"{option} {out}: {existing} is a file, not a folder", USAGE)
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise CLIError(
+            f"{option} {out}: {existing} is not writable; choose a folder you can write to "
+            f"or fix its permissions"
+        )
+
+
+def _require_packages(names: list[str], what: str) -> None:
+    missing = missing_packages(names)
+    if missing:
+        raise CLIError(
+            f"{what} needs {', '.join(missing)}, which is not installed; run: {INSTALL_HINT}"
+        )
+
+
+def _warn(message: str) -> None:
+    print(f"advrobust: warning: {message}", file=sys.stderr)
+
+
+def _progress_wanted(args: argparse.Namespace) -> bool:
+    """Progress bars unless --no-progress or stderr is not a terminal (a log file, a pipe)."""
+    return not getattr(args, "no_progress", False) and stderr_is_terminal()
 
 
 def _cmd_study_run(args: argparse.Namespace) -> int:
@@ -159,23 +373,39 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
     from ._runner import run_study
 
     if (args.config is None) == (args.preset is None):
-        raise ValueError("give either a CONFIG file or --preset NAME (not both)")
+        raise CLIError("give either a CONFIG file or --preset NAME (not both)", USAGE)
     config = load_preset(args.preset) if args.preset else StudyConfig.load(args.config)
     if args.root:
         config = config.replace(data=dataclasses.replace(config.data, root=args.root))
     if args.threads is not None:
         config = config.replace(threads=args.threads)
     out = Path(args.out) if args.out else Path(f"study-{config.name}")
+    _check_out_dir(out)
+    # check the optional packages before any cell trains
+    needed = ["tomli_w"] + (["sklearn"] if config.data.name == "digits" else [])
+    _require_packages(needed, f"study {config.name!r}")
+    can_plot = not missing_packages(["matplotlib"])
+    if not can_plot:
+        _warn(
+            "matplotlib is not installed: the study writes its tables and summary but no "
+            f"figures; run {INSTALL_HINT}, then `advrobust study plot {out}`"
+        )
     start = time.perf_counter()
     with _process_group(), _sigterm_as_interrupt():
-        result = run_study(
-            config,
-            out,
-            shard=args.shard,
-            progress=not args.no_progress,
-            device=args.device,
-            stream=sys.stdout,
-        )
+        try:
+            result = run_study(
+                config,
+                out,
+                shard=args.shard,
+                progress=_progress_wanted(args),
+                device=args.device,
+                stream=sys.stdout,
+            )
+        except ImportError as error:
+            if can_plot or not (error.name or "").startswith("matplotlib"):
+                raise
+            _print_summary_without_figures(out)
+            return 0
     if result.summary == "" and not result.rows:  # a rank > 0 under torchrun: rank 0 reports
         return 0
     elapsed = time.perf_counter() - start
@@ -185,6 +415,16 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
         + ("" if result.complete else "; the grid is not complete in this folder yet")
     )
     return 0
+
+
+def _print_summary_without_figures(out: Path) -> None:
+    """The summary of a study whose tables were written but whose figures could not be."""
+    from ._results import format_summary, read_results
+
+    rows = read_results(out)
+    print(f"\nstudy in {out} (no figures: matplotlib is not installed)")
+    print(format_summary(rows))
+    print(f"results: {out / 'results.csv'}, {out / 'results.json'}")
 
 
 @contextlib.contextmanager
@@ -233,6 +473,8 @@ def _process_group() -> Iterator[None]:
 def _cmd_study_merge(args: argparse.Namespace) -> int:
     from ._runner import merge_studies
 
+    _check_out_dir(Path(args.out))
+    _require_packages(["tomli_w", "matplotlib"], "study merge")
     result = merge_studies(
         args.sources, args.out, device=args.device, root=args.root, stream=sys.stdout
     )
@@ -247,6 +489,7 @@ def _cmd_study_plot(args: argparse.Namespace) -> int:
 
     folder = Path(args.dir)
     rows = read_results(folder)
+    _require_packages(["matplotlib"], "study plot")
     figures = plot_results(rows, Path(args.out) if args.out else folder / "figures")
     for path in figures:
         print(path)
@@ -284,14 +527,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from advrobust.models import INPUT_SETTINGS, count_parameters, create_model, list_models
 
     setting = args.dataset or "cifar10"
-    if setting not in INPUT_SETTINGS:
-        raise ValueError(
-            f"unknown dataset contract {setting!r}; valid: {', '.join(INPUT_SETTINGS)}"
-        )
     k, c, s = INPUT_SETTINGS[setting]
-    k = args.num_classes or k
-    c = args.in_channels or c
-    s = args.input_size or s
+    k = k if args.num_classes is None else args.num_classes
+    c = c if args.in_channels is None else args.in_channels
+    s = s if args.input_size is None else args.input_size
     print(f"models for inputs {c}x{s}x{s}, {k} classes ({setting}):")
     names = list_models(args.filter)
     width = max([len(n) for n in names] + [5])
@@ -307,68 +546,214 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_attack_kwargs(items: Sequence[str], lookup: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Parse repeated ``NAME=JSON`` options into constructor kwargs per attack class name."""
+def _parse_attack_kwargs(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Parse repeated ``NAME=JSON`` options into constructor kwargs per registry name."""
+    from advrobust.attacks import attack_info, list_attacks
+
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         name, sep, text = item.partition("=")
-        if not sep or name.strip().lower() not in lookup:
-            raise ValueError(
-                f"--attack-kwargs must look like NAME=JSON with NAME one of "
-                f"{', '.join(ATTACK_NAMES)}, got {item!r}"
+        try:
+            canonical = attack_info(name.strip()).name if sep else None
+        except ValueError:
+            canonical = None
+        if canonical is None:
+            raise CLIError(
+                f"--attack-kwargs must look like NAME=JSON with NAME a registered attack "
+                f"({', '.join(list_attacks())}), got {item!r}",
+                USAGE,
             )
         try:
             kwargs = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"--attack-kwargs {item!r}: not valid JSON ({error})") from None
+            raise CLIError(f"--attack-kwargs {item!r}: not valid JSON ({error})", USAGE) from None
         if not isinstance(kwargs, dict):
-            raise ValueError(f"--attack-kwargs {item!r}: the JSON must be an object")
-        out.setdefault(lookup[name.strip().lower()], {}).update(kwargs)
+            raise CLIError(f"--attack-kwargs {item!r}: the JSON must be an object", USAGE)
+        out.setdefault(canonical, {}).update(kwargs)
     return out
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
+def _few(keys: Sequence[str], shown: int = 3) -> str:
+    """``a, b, c (+4 more)``."""
+    more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
 
-    from advrobust import attacks as A
-    from advrobust import metrics as M
-    from advrobust.data import load_dataset
 
-    from ._runner import adversarial_accuracies, build_model, load_weights, resolve_device
-
-    names = args.attack or ["BIM", "CWL2"]
-    lookup = {n.lower(): n for n in ATTACK_NAMES}
-    for name in names:
-        if name.lower() not in lookup:
-            raise ValueError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACK_NAMES)}")
-    if args.num_examples < 1:
-        raise ValueError(f"--num-examples must be >= 1, got {args.num_examples}")
-    attack_kwargs = _parse_attack_kwargs(args.attack_kwargs or [], lookup)
-    weights = Path(args.weights)
-    if not weights.is_file():
-        raise FileNotFoundError(f"--weights {weights} does not exist")
-    data = load_dataset(args.dataset, root=args.root, split=args.split)
-    device = resolve_device(args.device)
+def _model_record(args: argparse.Namespace, weights: Path) -> dict[str, Any]:
+    """The ``model.json`` beside the weights (or ``{}``), checked; errors name the file."""
     sidecar = (
         weights.with_name("model.json")
         if weights.name == "model.pt"
         else weights.with_suffix(".json")
     )
-    spec: dict[str, Any] = {}
-    if sidecar.is_file():
+    if not sidecar.is_file():
+        return {}
+    what_to_do = (
+        "restore it from the study folder, or delete it and pass --model-kwargs JSON (and "
+        "--no-normalize if the model has no Normalize first layer)"
+    )
+    try:
         spec = json.loads(sidecar.read_text(encoding="utf-8"))
-        recorded = spec.get("name")
-        if recorded is not None and recorded != args.model:
-            raise ValueError(
-                f"--model {args.model!r} does not match {sidecar}, which records the weights "
-                f"as model {recorded!r}; pass --model {recorded}"
-            )
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CLIError(
+            f"{sidecar} (the model record of {weights.name}) is corrupt: not valid JSON "
+            f"({error}); {what_to_do}"
+        ) from None
+    normalize = spec.get("normalize") if isinstance(spec, dict) else None
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(spec.get("kwargs", {}), dict)
+        or not isinstance(spec.get("name", ""), str)
+        or not (normalize is None or (isinstance(normalize, list) and len(normalize) == 2))
+    ):
+        raise CLIError(
+            f"{sidecar} is not a model record (a JSON object with name, kwargs and normalize); "
+            f"{what_to_do}"
+        )
+    recorded = spec.get("name")
+    if recorded is not None and recorded != args.model:
+        raise CLIError(
+            f"--model {args.model!r} does not match {sidecar}, which records the weights "
+            f"as model {recorded!r}; pass --model {recorded}",
+            USAGE,
+        )
+    return spec
+
+
+def _weights_problem(path: Path, model: Any, spec: Mapping[str, Any]) -> str | None:
+    """Why the weights file at ``path`` does not load into ``model`` (None: no reason found)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, KeyError, EOFError
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        return (
+            f"--weights {path} is not a readable weights file (truncated, or not written by "
+            f"torch.save: {first}); pass the model.pt of a finished study cell, or a file "
+            f"written by torch.save(model.state_dict(), PATH)"
+        )
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        found = (
+            f"a mapping with keys {_few([str(k) for k in state])}"
+            if isinstance(state, Mapping)
+            else f"a {type(state).__name__}"
+        )
+        return (
+            f"--weights {path} holds {found}, not a model state_dict (parameter name -> tensor); "
+            f"pass a file written by torch.save(model.state_dict(), PATH), e.g. a study "
+            f"cell's model.pt"
+        )
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    name = spec.get("name")
+    normalized = spec.get("normalize") is not None
+    if missing or unexpected:
+        parts = [f"missing keys {_few(missing)}"] if missing else []
+        parts += [f"unexpected keys {_few(unexpected)}"] if unexpected else []
+        inner = {k[2:] for k in missing if k.startswith("1.")}
+        outer = {k for k in missing if not k.startswith("1.")}
+        extra = {k[2:] for k in unexpected if k.startswith("1.")}
+        if normalized and inner == set(unexpected) and all(k.startswith("0.") for k in outer):
+            hint = "the weights were saved without a Normalize first layer: pass --no-normalize"
+        elif not normalized and extra and extra == set(missing):
+            hint = "the weights were saved with a Normalize first layer: drop --no-normalize"
+        else:
+            hint = "check --model and --model-kwargs (the architecture of the weights)"
+        return f"--weights {path} does not fit model {name!r}: {'; '.join(parts)}; {hint}"
+    wrong = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        k = wrong[0]
+        return (
+            f"--weights {path} does not fit model {name!r}: {len(wrong)} tensor(s) differ in "
+            f"shape, e.g. {k}: {tuple(state[k].shape)} in the file, {tuple(expected[k].shape)} "
+            f"in the model; check --model-kwargs (e.g. width, hidden) and --dataset"
+        )
+    return None
+
+
+def _make_attack(name: str, model: Any, kwargs: dict[str, Any], eps: Sequence[float] | None) -> Any:
+    """The registered attack ``name`` on ``model`` (an eps it requires comes from ``--eps``)."""
+    import inspect
+
+    from advrobust.attacks import attack_info, create_attack
+
+    kwargs = dict(kwargs)
+    param = inspect.signature(attack_info(name).cls.__init__).parameters.get("eps")
+    if param is not None and param.default is inspect.Parameter.empty and "eps" not in kwargs:
+        if not eps:
+            raise CLIError(f"--attack {name} needs an eps: pass --eps E", USAGE)
+        kwargs["eps"] = eps[0]
+    try:
+        return create_attack(name, model, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise CLIError(f"--attack-kwargs for {name}: {error}", USAGE) from None
+
+
+def _call_accepting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` without the keyword arguments ``fn`` does not take."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return fn(*args, **kwargs)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from advrobust import metrics as M
+    from advrobust.data import load_dataset
+
+    from ._runner import build_model, load_weights, resolve_device
+
+    if args.suite is not None and not args.eps:
+        raise CLIError(
+            f"--suite {args.suite} measures robust accuracy at a fixed eps: pass --eps E", USAGE
+        )
+    robust_accuracy = getattr(M, "robust_accuracy", None)
+    if args.suite is not None and robust_accuracy is None:
+        raise CLIError(
+            "--suite needs advrobust.metrics.robust_accuracy, which this version of advrobust "
+            "lacks; upgrade advrobust, or pass --attack NAME --eps E instead"
+        )
+    names = args.attack if args.attack is not None else ([] if args.suite else ["BIM", "CWL2"])
+    attack_kwargs = _parse_attack_kwargs(args.attack_kwargs or [])
+    weights = Path(args.weights)
+    if weights.is_dir():
+        raise CLIError(
+            f"--weights {weights} is a folder; pass the weights file itself (e.g. "
+            f"{weights / 'model.pt'})",
+            USAGE,
+        )
+    if not weights.is_file():
+        raise CLIError(f"--weights {weights} does not exist")
+    if args.dataset == "digits":
+        _require_packages(["sklearn"], "the digits dataset")
+    spec = _model_record(args, weights)
+    data = load_dataset(args.dataset, root=args.root, split=args.split)
+    n = len(data.targets)
+    if args.num_examples is not None and args.num_examples > n:
+        raise CLIError(
+            f"--num-examples {args.num_examples} is larger than the {args.split} split of "
+            f"{args.dataset} ({n} examples); pass --num-examples {n} or fewer",
+            USAGE,
+        )
+    num_examples = min(500, n) if args.num_examples is None else args.num_examples
+    device = resolve_device(args.device)
     if args.model_kwargs is not None:
         try:
             spec["kwargs"] = json.loads(args.model_kwargs)
         except json.JSONDecodeError as error:
-            raise ValueError(f"--model-kwargs is not valid JSON: {error}") from None
+            raise CLIError(f"--model-kwargs is not valid JSON: {error}", USAGE) from None
+        if not isinstance(spec["kwargs"], dict):
+            raise CLIError("--model-kwargs must be a JSON object, e.g. '{\"width\": 0.5}'", USAGE)
     shape = tuple(data.data.shape)
     spec.update(
         name=args.model,
@@ -381,50 +766,109 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         spec["normalize"] = None
     elif "normalize" not in spec:
         spec["normalize"] = [list(data.mean), list(data.std)]
-    model = build_model(spec)
+    try:
+        model = build_model(spec)
+    except (TypeError, ValueError) as error:
+        raise CLIError(f"--model {args.model!r} with kwargs {spec['kwargs']}: {error}") from None
     try:
         load_weights(model, weights)
-    except ValueError as error:
-        raise ValueError(
-            f"--weights: model {args.model!r} with kwargs {spec['kwargs']} "
-            f"(normalize={spec['normalize'] is not None}): {error}"
-        ) from None
+    except Exception as error:  # any failure to read the file: explain it, never a traceback
+        problem = _weights_problem(weights, model, spec)
+        if problem is None:
+            problem = (
+                f"--weights: model {args.model!r} with kwargs {spec['kwargs']} "
+                f"(normalize={spec['normalize'] is not None}): {error}"
+            )
+        raise CLIError(problem) from None
     model = model.to(device).eval()
-    n = len(data.targets)
     rng = np.random.default_rng(args.seed)
-    idx = torch.as_tensor(np.sort(rng.permutation(n)[: min(args.num_examples, n)]))
+    idx = torch.as_tensor(np.sort(rng.permutation(n)[:num_examples]))
     x, y = data.data[idx].to(device), data.targets[idx].to(device)
-    full = M.accuracy(
-        model, (data.data.to(device), data.targets.to(device)), batch_size=args.batch_size
+    progress = _progress_wanted(args)
+    steps = (
+        1
+        + len(args.eps or []) * (args.suite is not None)
+        + sum(len(args.eps or [None]) for _ in names)
     )
-    print(f"model {args.model} ({weights}) on {args.dataset}/{args.split}")
-    print(f"{'metric':40s} {'value':>10s}  n")
-    print(f"{'accuracy':40s} {full.value:10.4f}  {full.num_examples}")
-    gen = torch.Generator(device=device).manual_seed(args.seed)
-    for name in names:
-        cls_name = lookup[name.lower()]
-        try:
-            attack = getattr(A, cls_name)(model, **attack_kwargs.get(cls_name, {}))
-        except TypeError as error:
-            raise ValueError(f"--attack-kwargs for {cls_name}: {error}") from None
-        if args.eps and lookup[name.lower()] != "CWL2":
-            values = adversarial_accuracies(
-                model, (x, y), attack, args.eps, batch_size=args.batch_size, generator=gen
-            )
-            for eps, value in zip(args.eps, values, strict=True):
-                label = f"adversarial accuracy {attack.norm} eps={eps:g} [{type(attack).__name__}]"
-                print(f"{label:40s} {value:10.4f}  {len(y)}")
+    bar = tqdm(total=steps, desc="evaluate", unit="metric", disable=not progress, leave=False)
+
+    def emit(label: str, value: str, count: str) -> None:
+        line = f"{label:40s} {value:>10s}  {count}"
+        if progress:
+            bar.write(line, file=sys.stdout)
         else:
-            dres = M.minimal_distortion(
-                model, (x, y), attack, batch_size=args.batch_size, generator=gen
-            )
-            mean = dres.mean
-            label = f"mean minimal {dres.norm} distortion [{type(attack).__name__}]"
-            shown = "nan" if math.isnan(mean) else f"{mean:.4f}"
-            print(
-                f"{label:40s} {shown:>10s}  {int(dres.found.sum())} broken, "
-                f"{dres.num_unbroken} unbroken"
-            )
+            print(line)
+
+    try:
+        print(f"model {args.model} ({weights}) on {args.dataset}/{args.split}")
+        print(f"{'metric':40s} {'value':>10s}  n")
+        bar.set_postfix_str("accuracy")
+        full = M.accuracy(
+            model,
+            (data.data.to(device), data.targets.to(device)),
+            batch_size=args.batch_size,
+            progress=progress,
+        )
+        bar.update(1)
+        emit("accuracy", f"{full.value:.4f}", str(full.num_examples))
+        gen = torch.Generator(device=device).manual_seed(args.seed)
+        if args.suite is not None:
+            for eps in args.eps:
+                bar.set_postfix_str(f"{args.suite} eps={eps:g}")
+                res = _call_accepting(
+                    robust_accuracy,
+                    model,
+                    (x, y),
+                    eps,
+                    norm=args.norm,
+                    suite=args.suite,
+                    batch_size=args.batch_size,
+                    generator=gen,
+                    progress=progress,
+                )
+                bar.update(1)
+                label = f"robust accuracy {args.norm} eps={eps:g} [{args.suite}]"
+                emit(label, f"{float(res.value):.4f}", str(len(y)))
+        for name in names:
+            attack = _make_attack(name, model, attack_kwargs.get(name, {}), args.eps)
+            info = attack.spec()
+            if args.eps and info.bounded:
+                for eps in args.eps:
+                    bar.set_postfix_str(f"{info.name} eps={eps:g}")
+                    at = attack.replace(eps=eps) if "eps" in attack.config() else attack
+                    res = M.adversarial_accuracy(
+                        model,
+                        (x, y),
+                        at,
+                        delta=eps,
+                        norm=info.norm,
+                        batch_size=args.batch_size,
+                        progress=progress,
+                        generator=gen,
+                    )
+                    bar.update(1)
+                    label = f"adversarial accuracy {info.norm} eps={eps:g} [{info.name}]"
+                    emit(label, f"{float(res.value):.4f}", str(len(y)))
+            else:
+                bar.set_postfix_str(info.name)
+                dres = M.minimal_distortion(
+                    model,
+                    (x, y),
+                    attack,
+                    batch_size=args.batch_size,
+                    progress=progress,
+                    generator=gen,
+                )
+                bar.update(len(args.eps or [None]))
+                mean = dres.mean
+                shown = "nan" if math.isnan(mean) else f"{mean:.4f}"
+                emit(
+                    f"mean minimal {dres.norm} distortion [{info.name}]",
+                    shown,
+                    f"{int(dres.found.sum())} broken, {dres.num_unbroken} unbroken",
+                )
+    finally:
+        bar.close()
     return 0
 
 
@@ -435,11 +879,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments without the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 1 on an error (printed to stderr as one ``advrobust: error: ...`` line),
-        2 on a usage error (argparse).
+        0 on success; 1 on a runtime error and 2 on a usage error, each printed to stderr as
+        one ``advrobust: error: ...`` line that says what to do; 130 when interrupted; 141 when
+        stdout is closed early (``advrobust models | head``), quietly, as Unix tools do.
+        With ``--traceback`` or ``ADVROBUST_DEBUG=1`` errors are re-raised instead.
     """
+    debug = debug_requested(None if argv is None else list(argv))
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error already printed
+        return stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 2
     handlers = {
         ("study", "run"): _cmd_study_run,
         ("study", "merge"): _cmd_study_merge,
@@ -450,20 +900,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     handler = handlers[(args.command, getattr(args, "study_command", None))]
     try:
-        return handler(args)
-    except (ConfigError, ValueError, TypeError, FileNotFoundError) as error:
-        print(f"advrobust: error: {error}", file=sys.stderr)
-        return 1
+        status = handler(args)
+        sys.stdout.flush()  # a closed pipe surfaces here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
     except KeyboardInterrupt:
+        if debug:
+            raise
         print(_INTERRUPTED, file=sys.stderr)
         return 130
     except Exception as error:
         # Ctrl-C or SIGTERM inside a library's cleanup (e.g. torch.save closing a checkpoint
         # file) surfaces as that library's error raised while handling the interrupt
-        if _caused_by_interrupt(error):
+        if _caused_by_interrupt(error) and not debug:
             print(_INTERRUPTED, file=sys.stderr)
             return 130
-        raise
+        found = error_message(error)
+        if found is None or debug:
+            raise
+        message, status = found
+        print(f"advrobust: error: {message}", file=sys.stderr)
+        return status
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured)
+        pass
 
 
 _INTERRUPTED = "advrobust: interrupted; rerun the same command to resume"
