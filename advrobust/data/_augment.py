@@ -27,6 +27,11 @@ def _check_batch(x: object) -> Tensor:
     return x
 
 
+def _check_generator(generator: object) -> None:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {describe(generator)}")
+
+
 def _rand(n: int, x: Tensor, generator: torch.Generator | None) -> Tensor:
     """``n`` uniform [0, 1) draws on ``x``'s device (drawn where the generator lives).
 
@@ -34,11 +39,13 @@ def _rand(n: int, x: Tensor, generator: torch.Generator | None) -> Tensor:
     with ``non_blocking=True``, which from pageable memory stages the copy without waiting for
     the device, so augmenting a batch never synchronises the host with the GPU.
     """
+    _check_generator(generator)
     device = x.device if generator is None else generator.device
     return torch.rand(n, generator=generator, device=device).to(x.device, non_blocking=True)
 
 
 def _randint(high: int, n: int, x: Tensor, generator: torch.Generator | None) -> Tensor:
+    _check_generator(generator)
     device = x.device if generator is None else generator.device
     draws = torch.randint(0, high, (n,), generator=generator, device=device)
     return draws.to(x.device, non_blocking=True)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._device import check_device
 from .._validate import describe
 
 __all__ = ["ImageDataset", "channel_stats"]
@@ -85,14 +86,21 @@ class ImageDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
                 f"targets must have shape ({data.shape[0]},) to match data, got "
                 f"{tuple(targets.shape)}"
             )
+        if isinstance(classes, (str, bytes)) or not isinstance(classes, (Sequence, np.ndarray)):
+            raise TypeError(f"classes must be a sequence of class names, got {describe(classes)}")
         classes = [str(c) for c in classes]
         if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= len(classes)):
             raise ValueError(
                 f"targets must lie in [0, {len(classes)}) (one per class name), got "
                 f"[{int(targets.min())}, {int(targets.max())}]"
             )
+        if data.numel() and bool(torch.isnan(data).any()):
+            raise ValueError("data must not contain NaN (pixel values lie in [0, 1])")
         if data.numel() and (float(data.min()) < 0.0 or float(data.max()) > 1.0):
-            raise ValueError("data must lie in [0, 1]")
+            raise ValueError(
+                f"data must lie in [0, 1], got values in [{float(data.min()):g}, "
+                f"{float(data.max()):g}]"
+            )
         self.data = data.to(torch.float32)
         self.targets = targets.to(torch.int64)
         self.classes = classes
@@ -128,7 +136,16 @@ class ImageDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
         Returns:
             The subset; its tensors are copies.
         """
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
+        array = indices.detach().cpu().numpy() if isinstance(indices, Tensor) else indices
+        array = np.asarray(array)
+        if array.dtype == bool:
+            raise TypeError(
+                "indices must be integer positions, got a boolean mask; pass "
+                "np.flatnonzero(mask) to select by mask"
+            )
+        if array.size and array.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers, got dtype {array.dtype}")
+        idx = torch.as_tensor(array.astype(np.int64, copy=False))
         if idx.dim() != 1:
             raise ValueError(f"indices must be 1-D, got shape {tuple(idx.shape)}")
         if idx.numel() and (int(idx.min()) < -len(self) or int(idx.max()) >= len(self)):
@@ -144,9 +161,10 @@ class ImageDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
 
     def to(self, device: torch.device | str) -> ImageDataset:
         """A copy of the dataset with its tensors on ``device``."""
+        dev = check_device(device, "device")
         return ImageDataset(
-            self.data.to(device),
-            self.targets.to(device),
+            self.data.to(dev),
+            self.targets.to(dev),
             self.classes,
             self.name,
             mean=self.mean,

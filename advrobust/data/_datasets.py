@@ -511,4 +511,6 @@ def load_dataset(
     if root is not None and not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a path or None, got {describe(root)}")
     path = default_root() if root is None else Path(root).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"root must be a folder holding the dataset files, got the file {path}")
     return _LOADERS[name](None if name == "digits" else path, split)

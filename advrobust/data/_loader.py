@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from .._device import check_device
 from .._validate import check_int, describe
 
 __all__ = ["TensorLoader"]
@@ -78,8 +79,9 @@ class TensorLoader:
             )
         if augment is not None and not callable(augment):
             raise TypeError(f"augment must be callable or None, got {describe(augment)}")
-        self.x = x if device is None else x.to(device)
-        self.y = y if device is None else y.to(device)
+        dev = None if device is None else check_device(device, "device")
+        self.x = x if dev is None else x.to(dev)
+        self.y = y if dev is None else y.to(dev)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.augment = augment

@@ -66,6 +66,12 @@ def _check_seed(seed: object) -> int:
     return check_int(seed, "seed", minimum=0)
 
 
+def _check_bool(value: object, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {describe(value)}")
+    return bool(value)
+
+
 def nested_balanced_subsets(
     targets: object, sizes: Sequence[int], *, seed: int, per_class: bool = False
 ) -> list[np.ndarray]:
@@ -88,7 +94,8 @@ def nested_balanced_subsets(
         One sorted ``int64`` index array into ``targets`` per size.
 
     Raises:
-        TypeError: If ``targets`` are not integer labels or ``sizes``/``seed`` are not ints.
+        TypeError: If ``targets`` are not integer labels, ``sizes``/``seed`` are not ints or
+            ``per_class`` is not a bool.
         ValueError: If ``targets`` is not 1-D or empty, a total is not divisible by the number
             of classes, sizes are not strictly increasing, or a class has too few examples.
 
@@ -101,6 +108,7 @@ def nested_balanced_subsets(
     """
     labels = as_label_array(targets)
     seed = _check_seed(seed)
+    per_class = _check_bool(per_class, "per_class")
     if isinstance(sizes, (int, np.integer)) or not isinstance(sizes, (Sequence, np.ndarray)):
         raise TypeError(f"sizes must be a sequence of ints, got {describe(sizes)}")
     if len(sizes) == 0:
@@ -176,6 +184,7 @@ def train_test_split_balanced(
     """
     labels = as_label_array(targets)
     seed = _check_seed(seed)
+    per_class = _check_bool(per_class, "per_class")
     if labels.size == 0:
         raise ValueError("targets is empty; there is nothing to split")
     classes, counts = np.unique(labels, return_counts=True)

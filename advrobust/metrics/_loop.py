@@ -168,7 +168,8 @@ def evaluate(
             total = None
     parts: dict[str, list[Tensor]] = {}
     n = 0
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    # disable=None: no bar when stderr is not a terminal (a log file, a pipe)
+    bar = tqdm(total=total, desc=desc, disable=None if progress else True, leave=False)
     try:
         for batch in iterate_batches(data, batch_size=batch_size, bounds=bounds, name=name):
             out = fn(batch)

@@ -228,6 +228,14 @@ def _load_data(config: StudyConfig) -> _Data:
     except ValueError as error:
         raise ConfigError("data.sizes", str(error)) from None
     n_test = len(test.targets)
+    for field_name in ("num_examples", "accuracy_examples"):
+        wanted = getattr(config.evaluation, field_name)
+        if wanted is not None and wanted > n_test:
+            raise ConfigError(
+                f"evaluation.{field_name}",
+                f"{wanted} examples asked, but the {spec.test_split} split of {spec.name} has "
+                f"{n_test}; set it to {n_test} or fewer",
+            )
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     order = rng.permutation(n_test)
     eval_idx = np.sort(order[: min(config.evaluation.num_examples, n_test)])
@@ -470,7 +478,14 @@ class _Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="cell", position=0, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total,
+                desc=desc,
+                unit="cell",
+                position=0,
+                dynamic_ncols=True,
+                disable=None,  # no bar when stderr is not a terminal (a log file, a pipe)
+            )
 
     def stage(self, cell: Cell, total: int) -> Any:
         if not self.enabled:
@@ -484,6 +499,7 @@ class _Progress:
             position=1,
             leave=False,
             dynamic_ncols=True,
+            disable=None,
         )
 
     def advance(self, key: str) -> None:

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(
             f"{path} is not valid JSON ({error}); delete it to redo that step"
         ) from None
@@ -91,7 +92,8 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     try:
         with np.load(Path(path), allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        # (a truncated .npz is a BadZipFile, which is none of the others)
         raise ValueError(f"{path} is corrupt ({error}); delete it to redo that step") from None
 
 

@@ -579,7 +579,8 @@ class AdversarialTrainer:
             per_epoch: int | None = len(loader)  # type: ignore[arg-type]
         except TypeError:
             per_epoch = None
-        return tqdm(total=per_epoch, leave=False, dynamic_ncols=True, unit="batch")
+        # disable=None: no bar when stderr is not a terminal (a log file, a pipe)
+        return tqdm(total=per_epoch, leave=False, dynamic_ncols=True, unit="batch", disable=None)
 
     def _check_finite(self) -> None:
         bad = int(self._first_bad)
