@@ -374,7 +374,7 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
 
     if (args.config is None) == (args.preset is None):
         raise CLIError("give either a CONFIG file or --preset NAME (not both)", USAGE)
-    config = load_preset(args.preset) if args.preset else StudyConfig.load(args.config)
+    config = load_preset(args.preset) if args.preset else _load_config(args.config)
     if args.root:
         config = config.replace(data=dataclasses.replace(config.data, root=args.root))
     if args.threads is not None:
@@ -415,6 +415,14 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
         + ("" if result.complete else "; the grid is not complete in this folder yet")
     )
     return 0
+
+
+def _load_config(path: str) -> StudyConfig:
+    """The study config at ``path``; a file that does not parse is named in the message."""
+    try:
+        return StudyConfig.load(path)
+    except (ValueError, UnicodeDecodeError) as error:  # a field, TOML/JSON syntax, binary
+        raise CLIError(f"study config {path}: {error}") from None
 
 
 def _print_summary_without_figures(out: Path) -> None:
@@ -723,6 +731,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "--suite needs advrobust.metrics.robust_accuracy, which this version of advrobust "
             "lacks; upgrade advrobust, or pass --attack NAME --eps E instead"
         )
+    if args.dataset == "digits":
+        _require_packages(["sklearn"], "the digits dataset")
     names = args.attack if args.attack is not None else ([] if args.suite else ["BIM", "CWL2"])
     attack_kwargs = _parse_attack_kwargs(args.attack_kwargs or [])
     weights = Path(args.weights)
@@ -734,8 +744,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         )
     if not weights.is_file():
         raise CLIError(f"--weights {weights} does not exist")
-    if args.dataset == "digits":
-        _require_packages(["sklearn"], "the digits dataset")
     spec = _model_record(args, weights)
     data = load_dataset(args.dataset, root=args.root, split=args.split)
     n = len(data.targets)
@@ -781,15 +789,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             )
         raise CLIError(problem) from None
     model = model.to(device).eval()
+    # every attack is built (its settings checked) before any work
+    attacks = [_make_attack(name, model, attack_kwargs.get(name, {}), args.eps) for name in names]
     rng = np.random.default_rng(args.seed)
     idx = torch.as_tensor(np.sort(rng.permutation(n)[:num_examples]))
     x, y = data.data[idx].to(device), data.targets[idx].to(device)
     progress = _progress_wanted(args)
-    steps = (
-        1
-        + len(args.eps or []) * (args.suite is not None)
-        + sum(len(args.eps or [None]) for _ in names)
-    )
+    steps = 1 + len(args.eps or []) * (args.suite is not None) + len(attacks) * len(args.eps or [0])
     bar = tqdm(total=steps, desc="evaluate", unit="metric", disable=not progress, leave=False)
 
     def emit(label: str, value: str, count: str) -> None:
@@ -829,8 +835,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 bar.update(1)
                 label = f"robust accuracy {args.norm} eps={eps:g} [{args.suite}]"
                 emit(label, f"{float(res.value):.4f}", str(len(y)))
-        for name in names:
-            attack = _make_attack(name, model, attack_kwargs.get(name, {}), args.eps)
+        for attack in attacks:
             info = attack.spec()
             if args.eps and info.bounded:
                 for eps in args.eps:

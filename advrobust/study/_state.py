@@ -90,7 +90,8 @@ def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """Load an ``.npz`` file written by :func:`save_arrays` (no pickles)."""
     try:
-        with np.load(Path(path), allow_pickle=False) as data:
+        # (our own handle: numpy leaves the file open when it is not a zip archive)
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
         # (a truncated .npz is a BadZipFile, which is none of the others)
