@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from advrobust._device import DEVICE_FORMS, check_device, device_available, stderr_is_terminal
+from advrobust._device import check_device, device_available, stderr_is_terminal
 
 from ._config import StudyConfig
 from ._errors import (
@@ -76,33 +76,42 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _device_option(*, evaluation: bool) -> Any:
-    """An argparse type for ``--device``: ``auto`` or a device this machine has.
+def _device_option(text: str) -> str:
+    """An argparse type for ``--device``: ``auto`` or a real device this machine has.
 
-    ``evaluation`` refuses ``meta`` (tensors without data: nothing to measure).
+    ``meta`` is refused: meta tensors hold no data, so there is nothing to train or measure.
     """
-
-    def parse(text: str) -> str:
-        if text == "auto":
-            return text
-        try:
-            dev = check_device(text, "device")
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"invalid device {text!r}; valid forms: auto, {DEVICE_FORMS}"
-            ) from None
-        if dev.type == "meta" and evaluation:
-            raise argparse.ArgumentTypeError(
-                "meta tensors hold no data, so there is nothing to evaluate; use --device "
-                "cpu, cuda, cuda:N or mps"
-            )
-        reason = device_available(dev)
-        if reason is not None:
-            raise argparse.ArgumentTypeError(f"{text!r}: {reason}; use --device cpu (or auto)")
+    if text == "auto":
         return text
+    try:
+        dev = check_device(text, "device")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid device {text!r}; valid forms: {_CLI_DEVICES}"
+        ) from None
+    if dev.type == "meta":
+        raise argparse.ArgumentTypeError(
+            f"meta tensors hold no data, so there is nothing to train or evaluate; valid "
+            f"forms: {_CLI_DEVICES}"
+        )
+    reason = device_available(dev)
+    if reason is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {reason}; use --device cpu (or auto)")
+    return text
 
-    parse.__name__ = "device"
-    return parse
+
+_CLI_DEVICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def _shard_option(text: str) -> str:
+    """An argparse type for ``--shard i/n`` (checked here, passed on as given)."""
+    from ._grid import parse_shard
+
+    try:
+        parse_shard(text)
+    except (ValueError, TypeError) as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--shard ")) from None
+    return text
 
 
 def _attack_option(text: str) -> str:
@@ -175,12 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output folder (default: ./study-<name>)")
     run.add_argument(
         "--shard",
+        type=_shard_option,
         help="run only shard i of n (0-based), e.g. 0/4; "
         "SLURM: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT",
     )
     run.add_argument(
         "--device",
-        type=_device_option(evaluation=False),
+        type=_device_option,
         help="auto, cpu, cuda, cuda:N, mps (overrides the config)",
     )
     run.add_argument("--root", help="dataset folder (overrides data.root)")
@@ -201,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", required=True, help="merged output folder")
     merge.add_argument(
         "--device",
-        type=_device_option(evaluation=True),
+        type=_device_option,
         help="device for the cross-model tasks (transfer matrices)",
     )
     merge.add_argument("--root", help="dataset folder for those tasks (overrides data.root)")
@@ -314,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--device",
         default="auto",
-        type=_device_option(evaluation=True),
+        type=_device_option,
         help="auto (default), cpu, cuda, cuda:N, mps",
     )
     ev.add_argument("--seed", type=_int_at_least(0), default=0, help="sampling and attack seed")
@@ -799,7 +809,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     bar = tqdm(total=steps, desc="evaluate", unit="metric", disable=not progress, leave=False)
 
     def emit(label: str, value: str, count: str) -> None:
-        line = f"{label:40s} {value:>10s}  {count}"
+        line = f"{label:44s} {value:>10s}  {count}"
         if progress:
             bar.write(line, file=sys.stdout)
         else:
@@ -807,7 +817,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         print(f"model {args.model} ({weights}) on {args.dataset}/{args.split}")
-        print(f"{'metric':40s} {'value':>10s}  n")
+        print(f"{'metric':44s} {'value':>10s}  n")
         bar.set_postfix_str("accuracy")
         full = M.accuracy(
             model,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from advrobust.study import StudyConfig, StudyResult, enumerate_cells, list_presets
 from advrobust.attacks import list_attacks
+from advrobust.study import StudyConfig, StudyResult, enumerate_cells, list_presets
 from advrobust.study._cli import main
 
 
