@@ -23,7 +23,7 @@ import torch
 from advrobust import metrics as M
 from advrobust.attacks import list_attacks
 from advrobust.models import create_model
-from advrobust.study import StudyConfig, StudyResult, _cli, _state, enumerate_cells
+from advrobust.study import StudyConfig, StudyResult, _cli, enumerate_cells
 from advrobust.study._cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -429,14 +429,17 @@ def test_cli_num_examples_larger_than_the_split_names_the_field(
 # ------------------------------------------------------------------------- the output folder
 
 
-def test_cli_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_out_is_a_file(
+    tmp_path: Path, make_config: Callable[..., StudyConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
     # was: NotADirectoryError traceback
+    cfg = str(make_config().save(tmp_path / "c.json"))
     target = tmp_path / "results.txt"
     target.write_text("keep me\n")
-    assert main(["study", "run", "--preset", "digits", "--out", str(target)]) == 2
+    assert main(["study", "run", cfg, "--out", str(target)]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert f"--out {target} is a file" in line and "folder" in line
-    assert main(["study", "run", "--preset", "digits", "--out", str(target / "sub")]) == 2
+    assert main(["study", "run", cfg, "--out", str(target / "sub")]) == 2
     assert f"{target} is a file" in _one_error_line(capsys.readouterr().err)
     assert main(["study", "merge", str(tmp_path), "--out", str(target)]) == 2
     assert "--out" in _one_error_line(capsys.readouterr().err)
@@ -466,7 +469,7 @@ def test_cli_write_failures_keep_every_file(
     def failing_fsync(fd: int) -> None:
         raise OSError(code, os.strerror(code), str(out / "results.csv"))
 
-    monkeypatch.setattr(_state.os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fsync", failing_fsync)  # every atomic write fsyncs
     assert main(["study", "run", str(cfg), "--out", str(out)]) == 1
     line = _one_error_line(capsys.readouterr().err)
     assert str(out / "results.csv") in line
@@ -494,11 +497,15 @@ def test_cli_torch_writer_failure_is_one_line(
 
 
 def test_cli_missing_scikit_learn_refused_before_anything_is_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    make_config: Callable[..., StudyConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    cfg = str(make_config().save(tmp_path / "c.json"))
     monkeypatch.setitem(sys.modules, "sklearn", None)
     out = tmp_path / "o"
-    assert main(["study", "run", "--preset", "digits", "--out", str(out)]) == 1
+    assert main(["study", "run", cfg, "--out", str(out)]) == 1
     line = _one_error_line(capsys.readouterr().err)
     assert "scikit-learn" in line and 'pip install "advrobust[study]"' in line
     assert not out.exists()
@@ -538,10 +545,14 @@ def test_cli_missing_matplotlib_still_writes_tables_and_summary(
 
 
 def test_cli_missing_tomli_w(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    make_config: Callable[..., StudyConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    cfg = str(make_config().save(tmp_path / "c.json"))
     monkeypatch.setitem(sys.modules, "tomli_w", None)
-    assert main(["study", "run", "--preset", "digits", "--out", str(tmp_path / "o")]) == 1
+    assert main(["study", "run", cfg, "--out", str(tmp_path / "o")]) == 1
     assert "tomli-w" in _one_error_line(capsys.readouterr().err)
 
 
