@@ -7,13 +7,11 @@ device the machine lacks (``cuda`` without CUDA) is named with what to use inste
 
 from __future__ import annotations
 
-import sys
-
 import torch
 
 from ._validate import describe
 
-__all__ = ["DEVICE_FORMS", "check_device", "device_available", "stderr_is_terminal"]
+__all__ = ["DEVICE_FORMS", "check_device", "device_available"]
 
 DEVICE_FORMS = "cpu, cuda, cuda:N, mps, meta"
 """The device strings advrobust accepts (``auto`` too where a function says so)."""
@@ -67,12 +65,3 @@ def device_available(device: torch.device) -> str | None:
     if device.type == "mps" and not torch.backends.mps.is_available():
         return "MPS is not available on this machine"
     return None
-
-
-def stderr_is_terminal() -> bool:
-    """Whether ``sys.stderr`` is an interactive terminal (progress bars go there)."""
-    stream = sys.stderr
-    try:
-        return stream is not None and bool(stream.isatty())
-    except (AttributeError, ValueError):  # a closed or exotic stream
-        return False

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from advrobust._device import check_device, device_available, stderr_is_terminal
+from advrobust._device import check_device, device_available
 
 from ._config import StudyConfig
 from ._errors import (
@@ -371,6 +371,14 @@ def _require_packages(names: list[str], what: str) -> None:
 
 def _warn(message: str) -> None:
     print(f"advrobust: warning: {message}", file=sys.stderr)
+
+
+def stderr_is_terminal() -> bool:
+    """Whether ``sys.stderr`` is an interactive terminal (progress bars go there)."""
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
 
 
 def _progress_wanted(args: argparse.Namespace) -> bool:

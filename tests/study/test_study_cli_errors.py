@@ -714,3 +714,37 @@ def test_cli_real_process_closed_pipe_is_quiet(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=120)
     assert err == b""
     assert proc.returncode == 141
+
+
+# ------------------------------------------------------------------------------ the mapping
+
+
+def test_error_message_mapping() -> None:
+    from advrobust._device import check_device, device_available
+    from advrobust.study._errors import error_message, one_line
+
+    assert one_line("refusing. Changed fields:\n  a\n  b\nUse another --out") == (
+        "refusing. Changed fields: a; b; Use another --out"
+    )
+    full = OSError(errno.ENOSPC, "No space left on device", "/x/results.csv")
+    assert error_message(full) == (
+        "no space left on the device while writing /x/results.csv; free some space (or pass "
+        "an --out folder on another disk) and rerun the same command: finished work is kept",
+        1,
+    )
+    assert error_message(FileNotFoundError("study config 'c.toml' does not exist")) == (
+        "study config 'c.toml' does not exist",
+        1,
+    )
+    missing = ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib.pyplot")
+    message, status = error_message(missing) or ("", 0)
+    assert status == 1 and message.startswith("matplotlib is not installed")
+    assert error_message(RuntimeError("a real bug")) is None  # bugs keep their traceback
+    assert error_message(KeyError("x")) is None
+    if not torch.cuda.is_available():
+        assert device_available(check_device("cuda:3")) == "CUDA is not available on this machine"
+    assert device_available(check_device("cpu")) is None
+    with pytest.raises(TypeError, match=r"device must be a str or torch\.device, got int 3"):
+        check_device(3)
+    with pytest.raises(ValueError, match=r"device must be one of .* got ' cpu'"):
+        check_device(" cpu")
