@@ -73,13 +73,19 @@ def register_attack(*, description: str, paper: str = "") -> Callable[[_A], _A]:
         The decorator; it returns the class unchanged.
 
     Raises:
-        ValueError: If an attack of the same name (case-insensitively) is registered already.
+        ValueError: If another attack of the same name (case-insensitively) is registered
+            already. Re-importing the module that defines a registered class (a reload, or
+            pytest collecting the file on its own) replaces the entry instead.
     """
 
     def deco(cls: _A) -> _A:
         name = cls.__name__
         clash = _lookup(name)
-        if clash is not None:
+        reimport = clash is not None and (clash.cls.__module__, clash.cls.__qualname__) == (
+            cls.__module__,
+            cls.__qualname__,
+        )
+        if clash is not None and not reimport:
             raise ValueError(
                 f"an attack named {clash.name!r} is registered already ({clash.cls.__module__}."
                 f"{clash.cls.__qualname__}); choose another class name"
