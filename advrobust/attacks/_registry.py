@@ -75,7 +75,7 @@ def register_attack(*, description: str, paper: str = "") -> Callable[[_A], _A]:
     Raises:
         ValueError: If another attack of the same name (case-insensitively) is registered
             already. Re-importing the module that defines a registered class (a reload, or
-            pytest collecting the file on its own) replaces the entry instead.
+            pytest collecting the file on its own) keeps the first entry.
     """
 
     def deco(cls: _A) -> _A:
@@ -85,7 +85,9 @@ def register_attack(*, description: str, paper: str = "") -> Callable[[_A], _A]:
             cls.__module__,
             cls.__qualname__,
         )
-        if clash is not None and not reimport:
+        if reimport:
+            return cls
+        if clash is not None:
             raise ValueError(
                 f"an attack named {clash.name!r} is registered already ({clash.cls.__module__}."
                 f"{clash.cls.__qualname__}); choose another class name"
