@@ -63,7 +63,7 @@ def p_schedule(p_init: float, it: int, queries: int) -> float:
 
     Example:
         >>> p_schedule(0.8, 0, 10_000), p_schedule(0.8, 60, 10_000), p_schedule(0.8, 30, 1_000)
-        (0.8, 0.2, 0.025)
+        (0.8, 0.2, 0.1)
     """
     scaled = int(it * _P_BUDGET / queries)
     halvings = sum(1 for s in _P_STEPS if scaled > s)
