@@ -345,3 +345,18 @@ def test_fab_and_square_are_registered() -> None:
     assert spec.build(model).config() == sq.config()
     fab = create_attack("FAB", model, eps=0.2, norm="l1", targeted=True)
     assert fab.spec().norm == "l1" and fab.spec().targeted and fab.spec().eps == 0.2
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16), targeted=st.booleans())
+def test_fab_l1_stays_in_the_l1_ball(seed: int, targeted: bool) -> None:
+    """No threat model clips the L1 output: FAB itself returns only points inside the ball."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4))
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(5, 6, generator=g)
+    eps = 1.5 * torch.rand(5, generator=g)
+    res = FAB(model, norm="l1", steps=10, targeted=targeted, n_target_classes=2).run(x, eps=eps)
+    l1 = (res.x_adv - x).abs().sum(dim=1)
+    assert (l1 <= eps * (1 + 1e-6)).all()
+    assert torch.equal(res.x_adv[~res.success], x[~res.success])
