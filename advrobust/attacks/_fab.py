@@ -32,7 +32,8 @@ def _norm(v: Tensor, norm: str) -> Tensor:
     if norm == "linf":
         return v.abs().amax(dim=1) if v.shape[1] else v.new_zeros(v.shape[0])
     if norm == "l2":
-        return v.norm(dim=1)
+        out: Tensor = v.norm(dim=1)
+        return out
     return v.abs().sum(dim=1)
 
 

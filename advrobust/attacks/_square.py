@@ -67,7 +67,7 @@ def p_schedule(p_init: float, it: int, queries: int) -> float:
     """
     scaled = int(it * _P_BUDGET / queries)
     halvings = sum(1 for s in _P_STEPS if scaled > s)
-    return p_init / 2**halvings
+    return p_init * 0.5**halvings
 
 
 def _window(p: float, h: int, w: int, min_side: int) -> tuple[int, int]:
@@ -98,8 +98,9 @@ def _centre_mass(a: int, b: int, device: torch.device, dtype: torch.dtype) -> Te
     tail = weights.flip(0).cumsum(0).flip(0)  # tail[m] = sum_{k >= m} weights[k]
     i = (torch.arange(a, device=device) - a // 2).abs()
     j = (torch.arange(b, device=device) - b // 2).abs()
-    out = tail[torch.maximum(i[:, None], j[None, :])]
-    return (out / out.norm()).to(dtype)
+    out: Tensor = tail[torch.maximum(i[:, None], j[None, :])]
+    total: Tensor = out.norm()
+    return (out / total).to(dtype)
 
 
 def _l2_pattern(sh: int, sw: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -115,7 +116,8 @@ def _l2_pattern(sh: int, sw: int, device: torch.device, dtype: torch.dtype) -> T
         out = torch.cat([left, -_centre_mass(sh, sw - sw // 2, device, dtype)], dim=1)
     else:
         return torch.ones(1, 1, device=device, dtype=dtype)
-    return out / out.norm()
+    unit: Tensor = out / out.norm()
+    return unit
 
 
 def _as_grid(x: Tensor) -> Tensor:
