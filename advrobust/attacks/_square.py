@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Final, final
 
@@ -87,20 +88,33 @@ def _window(p: float, h: int, w: int, min_side: int) -> tuple[int, int]:
     return (1, min(length, w)) if h == 1 else (min(length, h), 1)
 
 
-def _centre_mass(a: int, b: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Nested rectangles around the centre of an ``a x b`` grid, unit L2 norm.
+def _centre_mass(a: int, b: int) -> Tensor:
+    """Nested rectangles around the centre of an ``a x b`` grid, unit L2 norm (float64, CPU).
 
     A pixel at Chebyshev distance ``m`` from the centre gets ``sum_{k >= m} 1 / (k + 1)**2``
     (the paper's eq. 2 for the L2 attack): the mass concentrates at the centre.
     """
     rings = max(a // 2, b // 2) + 1
-    weights = 1.0 / torch.arange(1, rings + 1, device=device, dtype=torch.float64) ** 2
+    weights = 1.0 / torch.arange(1, rings + 1, dtype=torch.float64) ** 2
     tail = weights.flip(0).cumsum(0).flip(0)  # tail[m] = sum_{k >= m} weights[k]
-    i = (torch.arange(a, device=device) - a // 2).abs()
-    j = (torch.arange(b, device=device) - b // 2).abs()
+    i = (torch.arange(a) - a // 2).abs()
+    j = (torch.arange(b) - b // 2).abs()
     out: Tensor = tail[torch.maximum(i[:, None], j[None, :])]
     total: Tensor = out.norm()
-    return (out / total).to(dtype)
+    return out / total
+
+
+@functools.lru_cache(maxsize=128)
+def _l2_pattern_cpu(sh: int, sw: int) -> Tensor:
+    """The L2 update's square (see ``_l2_pattern``), cached per size; never modified."""
+    if sh >= sw and sh >= 2:
+        out = torch.cat([_centre_mass(sh // 2, sw), -_centre_mass(sh - sh // 2, sw)], dim=0)
+    elif sw >= 2:
+        out = torch.cat([_centre_mass(sh, sw // 2), -_centre_mass(sh, sw - sw // 2)], dim=1)
+    else:
+        return torch.ones(1, 1, dtype=torch.float64)
+    unit: Tensor = out / out.norm()
+    return unit
 
 
 def _l2_pattern(sh: int, sw: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -108,16 +122,7 @@ def _l2_pattern(sh: int, sw: int, device: torch.device, dtype: torch.dtype) -> T
 
     The halves split the longer side (rows on a square); a ``1 x 1`` window is ``[[1]]``.
     """
-    if sh >= sw and sh >= 2:
-        top = _centre_mass(sh // 2, sw, device, dtype)
-        out = torch.cat([top, -_centre_mass(sh - sh // 2, sw, device, dtype)], dim=0)
-    elif sw >= 2:
-        left = _centre_mass(sh, sw // 2, device, dtype)
-        out = torch.cat([left, -_centre_mass(sh, sw - sw // 2, device, dtype)], dim=1)
-    else:
-        return torch.ones(1, 1, device=device, dtype=dtype)
-    unit: Tensor = out / out.norm()
-    return unit
+    return _l2_pattern_cpu(sh, sw).to(device=device, dtype=dtype)
 
 
 def _as_grid(x: Tensor) -> Tensor:
