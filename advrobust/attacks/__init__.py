@@ -1,4 +1,4 @@
-"""Adversarial attacks: one gradient engine with six presets, and Carlini-Wagner L2.
+"""Adversarial attacks: one gradient engine with six presets, Carlini-Wagner L2, FAB and Square.
 
 Every attack is bound to a model at construction and called on a batch:
 
@@ -20,12 +20,15 @@ from ._engine import IterativeGradientAttack as IterativeGradientAttack
 from ._engine import IterLL as IterLL
 from ._engine import StepLL as StepLL
 from ._engine import StepRnd as StepRnd
+from ._fab import FAB as FAB
+from ._fab import project_hyperplane_box as project_hyperplane_box
 from ._registry import AttackInfo as AttackInfo
 from ._registry import AttackSpec as AttackSpec
 from ._registry import attack_info as attack_info
 from ._registry import create_attack as create_attack
 from ._registry import list_attacks as list_attacks
 from ._registry import register_attack as register_attack
+from ._square import Square as Square
 from ._threat import L2Ball as L2Ball
 from ._threat import LinfBall as LinfBall
 from ._threat import ThreatModel as ThreatModel
@@ -33,6 +36,7 @@ from ._threat import ThreatModel as ThreatModel
 __all__ = [
     "BIM",
     "CWL2",
+    "FAB",
     "FGSM",
     "PGD",
     "Attack",
@@ -43,6 +47,7 @@ __all__ = [
     "IterativeGradientAttack",
     "L2Ball",
     "LinfBall",
+    "Square",
     "StepLL",
     "StepRnd",
     "ThreatModel",
@@ -50,5 +55,6 @@ __all__ = [
     "create_attack",
     "list_attacks",
     "logit_margin",
+    "project_hyperplane_box",
     "register_attack",
 ]

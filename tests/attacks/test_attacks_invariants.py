@@ -19,11 +19,13 @@ from torch import Tensor, nn
 from advrobust.attacks import (
     BIM,
     CWL2,
+    FAB,
     FGSM,
     PGD,
     Attack,
     IterativeGradientAttack,
     IterLL,
+    Square,
     StepLL,
     StepRnd,
 )
@@ -49,6 +51,15 @@ ATTACKS: dict[str, Factory] = {
         m, e, steps=2, rel_alpha=0.5, target_rule="random", random_start=True, bounds=b
     ),
     "CWL2": lambda m, e, b: CWL2(m, steps=6, binary_search_steps=2, initial_const=1.0, bounds=b),
+    "FAB": lambda m, e, b: FAB(m, e, steps=3, bounds=b),
+    "FAB-T-l2-restarts": lambda m, e, b: FAB(
+        m, e, norm="l2", steps=3, restarts=2, targeted=True, n_target_classes=2, bounds=b
+    ),
+    "FAB-l1": lambda m, e, b: FAB(m, e, norm="l1", steps=3, bounds=b),
+    "Square": lambda m, e, b: Square(m, e, queries=8, bounds=b),
+    "Square-l2-ce-restarts": lambda m, e, b: Square(
+        m, e, norm="l2", queries=8, loss="ce", restarts=2, bounds=b
+    ),
 }
 
 

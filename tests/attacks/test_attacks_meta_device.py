@@ -3,7 +3,8 @@
 A tensor created on a hard-coded device (a stray CPU constant, a CPU random draw combined with
 the batch) fails here as it would on a GPU. Early stopping, restarts and CWL2's abort-early
 decide on data (an ``.item()`` or a data-dependent index), which meta tensors cannot answer, so
-those configurations are left out.
+those configurations are left out. FAB and Square shrink their batch to the examples not
+yet broken between runs or queries; on the meta device (no data) they keep every example.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from advrobust.attacks import BIM, FGSM, PGD, Attack, IterLL, StepLL, StepRnd
+from advrobust.attacks import BIM, FAB, FGSM, PGD, Attack, IterLL, Square, StepLL, StepRnd
 
 CONFIGS = {
     "FGSM": lambda m: FGSM(m, 0.1),
@@ -24,6 +25,11 @@ CONFIGS = {
     "PGD": lambda m: PGD(m, 0.1, steps=3),
     "PGD-l2": lambda m: PGD(m, 0.5, norm="l2", steps=3),
     "PGD-margin": lambda m: PGD(m, 0.1, steps=3, loss="margin"),
+    "FAB": lambda m: FAB(m, 0.1, steps=2),
+    "FAB-T-l1": lambda m: FAB(m, 1.0, norm="l1", steps=2, targeted=True, n_target_classes=2),
+    "FAB-l2": lambda m: FAB(m, 0.5, norm="l2", steps=2),
+    "Square": lambda m: Square(m, 0.1, queries=4),
+    "Square-l2": lambda m: Square(m, 0.5, norm="l2", queries=4),
 }
 
 

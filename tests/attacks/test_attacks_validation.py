@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from advrobust.attacks import (
     BIM,
     CWL2,
+    FAB,
     FGSM,
     PGD,
     Attack,
@@ -20,6 +21,7 @@ from advrobust.attacks import (
     IterLL,
     L2Ball,
     LinfBall,
+    Square,
     StepLL,
     StepRnd,
     logit_margin,
@@ -33,8 +35,24 @@ ALL = [
     lambda m: IterLL(m, steps=2),
     lambda m: PGD(m, steps=2),
     lambda m: CWL2(m, steps=2, binary_search_steps=1),
+    lambda m: FAB(m, steps=2),
+    lambda m: FAB(m, norm="l1", steps=2, targeted=True),
+    lambda m: Square(m, queries=4),
+    lambda m: Square(m, norm="l2", queries=4),
 ]
-IDS = ["FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2"]
+IDS = [
+    "FGSM",
+    "StepLL",
+    "StepRnd",
+    "BIM",
+    "IterLL",
+    "PGD",
+    "CWL2",
+    "FAB",
+    "FAB-T-l1",
+    "Square",
+    "Square-l2",
+]
 
 
 def model() -> nn.Module:
@@ -193,6 +211,26 @@ def test_attacks_model_and_input_on_different_devices(make: object) -> None:
         (lambda m: CWL2(m, initial_const=-1.0), ValueError, r"initial_const must be > 0, got -1.0"),
         (lambda m: CWL2(m, abort_early="no"), TypeError, r"abort_early must be a bool, got str"),
         (lambda m: CWL2(m, eps=0.1), TypeError, r"unexpected keyword argument 'eps'"),
+        (lambda m: FAB(m, norm="l0"), ValueError, r"norm must be 'linf', 'l2' or 'l1', got 'l0'"),
+        (lambda m: FAB(m, steps=0), ValueError, r"steps must be >= 1, got 0"),
+        (lambda m: FAB(m, restarts=0), ValueError, r"restarts must be >= 1, got 0"),
+        (lambda m: FAB(m, targeted=1), TypeError, r"targeted must be a bool, got int"),
+        (
+            lambda m: FAB(m, n_target_classes=0),
+            ValueError,
+            r"n_target_classes must be >= 1, got 0",
+        ),
+        (lambda m: FAB(m, alpha_max=1.5), ValueError, r"alpha_max must be in \[0, 1\], got 1.5"),
+        (lambda m: FAB(m, eta=0.5), ValueError, r"eta must be >= 1, got 0.5"),
+        (lambda m: FAB(m, beta=0.0), ValueError, r"beta must be in \(0, 1\], got 0.0"),
+        (lambda m: FAB(m, eps=-0.1), ValueError, r"eps must be >= 0, got -0.1"),
+        (lambda m: Square(m, queries=1), ValueError, r"queries must be >= 2, got 1"),
+        (lambda m: Square(m, queries=2.0), TypeError, r"queries must be an int, got float"),
+        (lambda m: Square(m, p_init=0.0), ValueError, r"p_init must be > 0, got 0.0"),
+        (lambda m: Square(m, p_init=1.5), ValueError, r"p_init must be in \(0, 1\], got 1.5"),
+        (lambda m: Square(m, loss="dlr"), ValueError, r"loss must be one of .*got 'dlr'"),
+        (lambda m: Square(m, norm="l1"), ValueError, r"norm must be 'linf' or 'l2', got 'l1'"),
+        (lambda m: Square(m, restarts=0), ValueError, r"restarts must be >= 1, got 0"),
     ],
 )
 def test_attacks_bad_constructor_arguments(build: object, exc: type, pattern: str) -> None:
@@ -228,7 +266,7 @@ def test_attacks_config_repr_replace_with_model(make: object) -> None:
         TypeError, match=r"replace got unexpected keyword argument\(s\): nope; expected"
     ):
         atk.replace(nope=1)
-    assert atk.norm in ("linf", "l2")
+    assert atk.norm in ("linf", "l2", "l1")
 
 
 def test_attacks_specific_configs() -> None:
