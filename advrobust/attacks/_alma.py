@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from advrobust._validate import check_int, check_logits, check_nonnegative, check_positive
 
 from ._base import Attack, CleanForward, logit_margin
-from ._fmn import _check_norm, _check_rate, _view, lp_norm
+from ._fmn import _check_norm, _check_rate, _view, dual_norm, lp_norm
 from ._registry import register_attack
 from ._threat import _draw
 
@@ -22,8 +22,6 @@ _RMS_EPS: Final = 1e-8
 _MU_MIN: Final = 1e-6
 _MU_MAX: Final = 1e12
 _TINY: Final = 1e-12
-# Default distance of the first step, in units of the input box width (hi - lo).
-_INIT_DISTANCE: Final = {"l2": 0.5, "l1": 2.0}
 
 
 def penalty_p2(y: Tensor, rho: Tensor, mu: Tensor) -> Tensor:
@@ -216,11 +214,8 @@ class ALMA(Attack):
         label = target if target is not None else y
         work = torch.promote_types(x.dtype, torch.float32)
         x0 = x.to(work)
-        init_distance = (
-            self.init_lr_distance
-            if self.init_lr_distance is not None
-            else _INIT_DISTANCE[norm] * (hi - lo)
-        )
+        init_distance = self.init_lr_distance
+        worst = lp_norm(torch.maximum(x0 - lo, hi - x0), norm)
 
         def full(value: float) -> Tensor:
             return torch.full((b,), value, dtype=work, device=x.device)
@@ -270,11 +265,23 @@ class ALMA(Attack):
                 if norm == "l2" and k > 0:  # gradient of ||delta||_2 (0 at delta = 0)
                     g = g + delta / _view(dist.clamp_min(_TINY), delta)
                 if k == 0:
+                    g_pre = g
                     g_norm = lp_norm(g, norm)
                     noise = _draw("randn", tuple(g.shape), g, generator)
                     noise = noise / _view(lp_norm(noise, norm).clamp_min(_TINY), noise)
                     g = torch.where(_view(g_norm > _TINY, g), g, noise)
-                    lr = init_distance / lp_norm(g, norm).clamp_min(_TINY)
+                    if init_distance is None:
+                        # linearised distance to the boundary at x: |c| / ||grad c||_dual, with
+                        # grad c = g / P2'(c) (chain rule; zero gradients: the largest norm)
+                        slope = penalty_p2_grad(cd, rho, mu)
+                        gc_norm = dual_norm(g_pre, norm) / slope
+                        first = cd.abs() / gc_norm.clamp_min(_TINY)
+                        first = torch.minimum(first, worst)
+                    else:
+                        first = torch.full_like(lr, init_distance)
+                    # the first step, lr * g / rms, has length ``first`` in the attack's norm
+                    rms0 = (a * square_avg + (1.0 - a) * g.square()).sqrt() + _RMS_EPS
+                    lr = first / lp_norm(g / rms0, norm).clamp_min(_TINY)
 
                 elapsed = (k - step_found).clamp_min(0.0)
                 decay = self.lr_reduction ** (elapsed / (steps - step_found).clamp_min(1.0))

@@ -152,10 +152,14 @@ class FMN(Attack):
           = eps_{k-1} (1 + gamma_k)                        elif an adversarial was found before
           = (||delta_k||_p + |L| / ||g||_q) (1 + gamma_k)  else (linear boundary estimate)
     eps_k = min(eps_k, largest norm the box allows)
-    delta_{k+1} = clip_box(Proj_{||.||_p <= eps_k}(delta_k + alpha_k g / ||g||_2))
+    delta_{k+1} = Proj_{||.||_p <= eps_k}(clip_box(delta_k + alpha_k g / ||g||_2))
     ```
 
-    ``q`` is the dual norm of ``p`` (L2 for L2, L1 for Linf, Linf for L1). The linear estimate
+    ``q`` is the dual norm of ``p`` (L2 for L2, L1 for Linf, Linf for L1). Two changes to the
+    paper's step keep the box from stalling it (digit images sit on the bounds): gradient
+    coordinates that push a pixel already on a bound outwards are zeroed before ``g`` is
+    normalised, and the step is clipped to the box before the projection (every projection
+    here shrinks coordinates towards 0, so the result stays in the box). The linear estimate
     is the distance to the boundary of the model linearised at ``x + delta_k``; the factor
     ``1 + gamma_k`` (not in the paper) steps just past it, since on a model that is affine
     near the boundary the estimate is exact and iterates placed on it would never cross. The
@@ -291,9 +295,12 @@ class FMN(Attack):
                         torch.where(found, budget, dist + to_boundary) * (1.0 + gamma),
                     )
                 budget = torch.minimum(budget, worst)
+                # coordinates on a bound that the gradient pushes outwards cannot move
+                x_cur = x0 + delta
+                g = g.masked_fill(((x_cur <= lo) & (g < 0)) | ((x_cur >= hi) & (g > 0)), 0.0)
                 step = g / _view(lp_norm(g, "l2").clamp_min(_TINY), g)
-                delta = project_lp(delta + alpha * step, budget, norm)
-                delta = (x0 + delta).clamp(lo, hi) - x0
+                moved = (x_cur + alpha * step).clamp(lo, hi) - x0
+                delta = project_lp(moved, budget, norm)
         return best_adv
 
 
