@@ -10,9 +10,12 @@ import torch
 from torch import Tensor, nn
 
 from advrobust.attacks import (
+    ALMA,
     BIM,
     CWL2,
+    DDN,
     FGSM,
+    FMN,
     PGD,
     Attack,
     AttackResult,
@@ -33,8 +36,11 @@ ALL = [
     lambda m: IterLL(m, steps=2),
     lambda m: PGD(m, steps=2),
     lambda m: CWL2(m, steps=2, binary_search_steps=1),
+    lambda m: FMN(m, steps=2),
+    lambda m: DDN(m, steps=2),
+    lambda m: ALMA(m, steps=2),
 ]
-IDS = ["FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2"]
+IDS = ["FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2", "FMN", "DDN", "ALMA"]
 
 
 def model() -> nn.Module:
@@ -193,6 +199,44 @@ def test_attacks_model_and_input_on_different_devices(make: object) -> None:
         (lambda m: CWL2(m, initial_const=-1.0), ValueError, r"initial_const must be > 0, got -1.0"),
         (lambda m: CWL2(m, abort_early="no"), TypeError, r"abort_early must be a bool, got str"),
         (lambda m: CWL2(m, eps=0.1), TypeError, r"unexpected keyword argument 'eps'"),
+        (lambda m: FMN(m, norm="l3"), ValueError, r"norm must be one of 'l2', 'linf', 'l1', 'l0'"),
+        (lambda m: FMN(m, steps=0), ValueError, r"steps must be >= 1, got 0"),
+        (lambda m: FMN(m, alpha_init=0.0), ValueError, r"alpha_init must be > 0, got 0.0"),
+        (lambda m: FMN(m, alpha_final=-1.0), ValueError, r"alpha_final must be > 0, got -1.0"),
+        (lambda m: FMN(m, gamma_init=1.0), ValueError, r"gamma_init must be < 1, got 1.0"),
+        (lambda m: FMN(m, gamma_final="x"), TypeError, r"gamma_final must be a real number"),
+        (
+            lambda m: FMN(m, gamma_init=0.01, gamma_final=0.1),
+            ValueError,
+            r"gamma_final must be <= gamma_init",
+        ),
+        (lambda m: FMN(m, eps=0.1), TypeError, r"unexpected keyword argument 'eps'"),
+        (lambda m: DDN(m, init_norm=0.0), ValueError, r"init_norm must be > 0, got 0.0"),
+        (lambda m: DDN(m, gamma=1.5), ValueError, r"gamma must be < 1, got 1.5"),
+        (lambda m: DDN(m, alpha_init=0.1, alpha_final=1.0), ValueError, r"alpha_final must be <="),
+        (lambda m: DDN(m, levels=1), ValueError, r"levels must be >= 2, got 1"),
+        (lambda m: DDN(m, levels=2.0), TypeError, r"levels must be an int or None, got float"),
+        (lambda m: DDN(m, loss="hinge"), ValueError, r"loss must be one of .*got 'hinge'"),
+        (lambda m: DDN(m, norm="linf"), TypeError, r"unexpected keyword argument 'norm'"),
+        (lambda m: ALMA(m, norm="linf"), ValueError, r"norm must be one of 'l2', 'l1', got 'linf'"),
+        (lambda m: ALMA(m, steps=1.5), TypeError, r"steps must be an int, got float"),
+        (
+            lambda m: ALMA(m, init_lr_distance=0.0),
+            ValueError,
+            r"init_lr_distance must be > 0, got 0.0",
+        ),
+        (lambda m: ALMA(m, lr_reduction=2.0), ValueError, r"lr_reduction must be < 1, got 2.0"),
+        (lambda m: ALMA(m, mu_init=0.0), ValueError, r"mu_init must be > 0, got 0.0"),
+        (lambda m: ALMA(m, rho_init=-1.0), ValueError, r"rho_init must be > 0, got -1.0"),
+        (lambda m: ALMA(m, check_steps=0), ValueError, r"check_steps must be >= 1, got 0"),
+        (lambda m: ALMA(m, tau=1.0), ValueError, r"tau must be < 1, got 1.0"),
+        (lambda m: ALMA(m, gamma=1.0), ValueError, r"gamma must be > 1, got 1.0"),
+        (lambda m: ALMA(m, alpha=0.0), ValueError, r"alpha must be > 0, got 0.0"),
+        (
+            lambda m: ALMA(m, logit_tolerance=-1.0),
+            ValueError,
+            r"logit_tolerance must be >= 0, got -1.0",
+        ),
     ],
 )
 def test_attacks_bad_constructor_arguments(build: object, exc: type, pattern: str) -> None:
