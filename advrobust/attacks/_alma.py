@@ -72,7 +72,7 @@ def _constraint(
 
 @final
 @register_attack(
-    description="Augmented Lagrangian minimal-norm attack (L2, L1): penalty P2, adaptive multipliers",
+    description="Augmented Lagrangian minimal-norm attack (L2, L1): penalty P2, adapted multiplier",
     paper=(
         'Rony, Granger, Pedersoli, Ben Ayed, "Augmented Lagrangian Adversarial Attacks", ICCV 2021'
     ),

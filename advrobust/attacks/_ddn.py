@@ -31,7 +31,7 @@ _LOSSES = ("ce", "margin")
     ),
 )
 class DDN(Attack):
-    """Decoupled Direction and Norm (DDN): a gradient step for the direction, a schedule for the norm.
+    """Decoupled Direction and Norm: a gradient step for the direction, a schedule for the norm.
 
     Rony et al. (CVPR 2019, Algorithm 1). With ``J`` the cross-entropy (or, with
     ``loss="margin"``, the logit margin ``max_{j != y} z_j - z_y``), ``delta_0 = 0`` and a

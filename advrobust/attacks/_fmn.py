@@ -39,7 +39,8 @@ def lp_norm(delta: Tensor, norm: str) -> Tensor:
     """
     flat = delta.flatten(1)
     if norm == "l2":
-        return flat.norm(dim=1)
+        out: Tensor = flat.norm(dim=1)
+        return out
     if norm == "l1":
         return flat.abs().sum(dim=1)
     if norm == "l0":
@@ -131,7 +132,7 @@ def _cosine(i: int, steps: int, start: float, end: float) -> float:
 
 @final
 @register_attack(
-    description="Fast Minimum-Norm: the smallest L0/L1/L2/Linf perturbation by an adaptive norm budget",
+    description="Fast Minimum-Norm: smallest L0/L1/L2/Linf perturbation, adaptive norm budget",
     paper=(
         'Pintor, Roli, Brendel, Biggio, "Fast Minimum-norm Adversarial Attacks through Adaptive '
         'Norm Constraints", NeurIPS 2021'
