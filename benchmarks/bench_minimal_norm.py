@@ -59,8 +59,10 @@ def main() -> None:
         "ALMA-L1": ALMA(model, "l1"),
         "FMN-L0": FMN(model, "l0"),
     }
-    print(f"{'attack':16s} {'success':>7s} {'med L2':>8s} {'med Linf':>8s} {'med L1':>7s} "
-          f"{'med L0':>6s} {'time s':>7s}")
+    print(
+        f"{'attack':16s} {'success':>7s} {'med L2':>8s} {'med Linf':>8s} {'med L1':>7s} "
+        f"{'med L0':>6s} {'time s':>7s}"
+    )
     for name, atk in attacks.items():
         t0 = time.perf_counter()
         res = atk.run(x, y, generator=torch.Generator().manual_seed(0))
