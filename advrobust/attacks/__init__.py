@@ -9,10 +9,12 @@ res = atk.run(x, y)        # AttackResult: x_adv, success, adv_pred, l2, linf, y
 ```
 """
 
+from ._alma import ALMA as ALMA
 from ._base import Attack as Attack
 from ._base import AttackResult as AttackResult
 from ._base import logit_margin as logit_margin
 from ._cw import CWL2 as CWL2
+from ._ddn import DDN as DDN
 from ._engine import BIM as BIM
 from ._engine import FGSM as FGSM
 from ._engine import PGD as PGD
@@ -22,6 +24,7 @@ from ._engine import StepLL as StepLL
 from ._engine import StepRnd as StepRnd
 from ._fab import FAB as FAB
 from ._fab import project_hyperplane_box as project_hyperplane_box
+from ._fmn import FMN as FMN
 from ._registry import AttackInfo as AttackInfo
 from ._registry import AttackSpec as AttackSpec
 from ._registry import attack_info as attack_info
@@ -34,10 +37,13 @@ from ._threat import LinfBall as LinfBall
 from ._threat import ThreatModel as ThreatModel
 
 __all__ = [
+    "ALMA",
     "BIM",
     "CWL2",
     "FAB",
+    "DDN",
     "FGSM",
+    "FMN",
     "PGD",
     "Attack",
     "AttackInfo",

@@ -5,6 +5,8 @@ the batch) fails here as it would on a GPU. Early stopping, restarts and CWL2's 
 decide on data (an ``.item()`` or a data-dependent index), which meta tensors cannot answer, so
 those configurations are left out. FAB and Square shrink their batch to the examples not
 yet broken between runs or queries; on the meta device (no data) they keep every example.
+The minimal-norm attacks FMN, DDN and ALMA and their boundary refinement never sync, so they
+run here (CWL2's abort-early does).
 """
 
 from __future__ import annotations
@@ -13,7 +15,20 @@ import pytest
 import torch
 from torch import nn
 
-from advrobust.attacks import BIM, FAB, FGSM, PGD, Attack, IterLL, Square, StepLL, StepRnd
+from advrobust.attacks import (
+    ALMA,
+    BIM,
+    DDN,
+    FAB,
+    FGSM,
+    FMN,
+    PGD,
+    Attack,
+    IterLL,
+    Square,
+    StepLL,
+    StepRnd,
+)
 
 CONFIGS = {
     "FGSM": lambda m: FGSM(m, 0.1),
@@ -30,6 +45,13 @@ CONFIGS = {
     "FAB-l2": lambda m: FAB(m, 0.5, norm="l2", steps=2),
     "Square": lambda m: Square(m, 0.1, queries=4),
     "Square-l2": lambda m: Square(m, 0.5, norm="l2", queries=4),
+    "FMN": lambda m: FMN(m, steps=3),
+    "FMN-linf": lambda m: FMN(m, "linf", steps=3),
+    "FMN-l1": lambda m: FMN(m, "l1", steps=3),
+    "FMN-l0": lambda m: FMN(m, "l0", steps=3),
+    "DDN": lambda m: DDN(m, steps=3),
+    "ALMA": lambda m: ALMA(m, steps=3),
+    "ALMA-l1": lambda m: ALMA(m, "l1", steps=3),
 }
 
 
