@@ -169,6 +169,11 @@ def test_attacks_model_and_input_on_different_devices(make: object) -> None:
             ValueError,
             r"at most one of alpha and rel_alpha.*alpha=0.1",
         ),
+        (
+            lambda m: PGD(m, alpha=0.1, rel_alpha=0.1),
+            ValueError,
+            r"at most one of alpha and rel_alpha.*alpha=0.1",
+        ),
         (lambda m: PGD(m, restarts=0), ValueError, r"restarts must be >= 1, got 0"),
         (
             lambda m: PGD(m, restarts=2, random_start=False),
