@@ -3,7 +3,8 @@
 A tensor created on a hard-coded device (a stray CPU constant, a CPU random draw combined with
 the batch) fails here as it would on a GPU. Early stopping, restarts and CWL2's abort-early
 decide on data (an ``.item()`` or a data-dependent index), which meta tensors cannot answer, so
-those configurations are left out.
+those configurations are left out (as are APGD restarts and APGDT's later target classes, which
+run on the examples still robust).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from advrobust.attacks import BIM, FGSM, PGD, Attack, IterLL, StepLL, StepRnd
+from advrobust.attacks import APGD, APGDT, BIM, FGSM, PGD, Attack, IterLL, StepLL, StepRnd
 
 CONFIGS = {
     "FGSM": lambda m: FGSM(m, 0.1),
@@ -24,6 +25,10 @@ CONFIGS = {
     "PGD": lambda m: PGD(m, 0.1, steps=3),
     "PGD-l2": lambda m: PGD(m, 0.5, norm="l2", steps=3),
     "PGD-margin": lambda m: PGD(m, 0.1, steps=3, loss="margin"),
+    "APGD": lambda m: APGD(m, 0.1, steps=3),
+    "APGD-l2-dlr": lambda m: APGD(m, 0.5, norm="l2", loss="dlr", steps=3),
+    "APGD-l1": lambda m: APGD(m, 2.0, norm="l1", steps=3),
+    "APGDT": lambda m: APGDT(m, 0.1, steps=3, n_target_classes=1),
 }
 
 

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from advrobust.attacks import (
+    APGD,
+    APGDT,
     BIM,
     CWL2,
     FGSM,
@@ -33,8 +35,10 @@ ALL = [
     lambda m: IterLL(m, steps=2),
     lambda m: PGD(m, steps=2),
     lambda m: CWL2(m, steps=2, binary_search_steps=1),
+    lambda m: APGD(m, steps=2),
+    lambda m: APGDT(m, steps=2),
 ]
-IDS = ["FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2"]
+IDS = ["FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2", "APGD", "APGDT"]
 
 
 def model() -> nn.Module:
@@ -198,6 +202,23 @@ def test_attacks_model_and_input_on_different_devices(make: object) -> None:
         (lambda m: CWL2(m, initial_const=-1.0), ValueError, r"initial_const must be > 0, got -1.0"),
         (lambda m: CWL2(m, abort_early="no"), TypeError, r"abort_early must be a bool, got str"),
         (lambda m: CWL2(m, eps=0.1), TypeError, r"unexpected keyword argument 'eps'"),
+        (lambda m: APGD(m, eps=-0.1), ValueError, r"eps must be >= 0, got -0.1"),
+        (
+            lambda m: APGD(m, norm="l0"),
+            ValueError,
+            r"norm must be 'linf', 'l2' or 'l1', got 'l0'",
+        ),
+        (lambda m: APGD(m, loss="margin"), ValueError, r"loss must be one of .*got 'margin'"),
+        (lambda m: APGD(m, steps=0), ValueError, r"steps must be >= 1, got 0"),
+        (lambda m: APGD(m, restarts=0), ValueError, r"restarts must be >= 1, got 0"),
+        (lambda m: APGD(m, rho=1.5), ValueError, r"rho must be in \[0, 1\], got 1.5"),
+        (lambda m: APGD(m, steps=2.0), TypeError, r"steps must be an int, got float"),
+        (
+            lambda m: APGDT(m, n_target_classes=0),
+            ValueError,
+            r"n_target_classes must be >= 1, got 0",
+        ),
+        (lambda m: APGDT(m, loss="ce"), TypeError, r"unexpected keyword argument 'loss'"),
     ],
 )
 def test_attacks_bad_constructor_arguments(build: object, exc: type, pattern: str) -> None:
