@@ -303,9 +303,10 @@ class _APGDBase(Attack):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One APGD run from a random start: ``(x_out, loss_out, success)`` per example.
 
-        ``x_out`` is the first iterate that succeeded, else the iterate with the highest loss;
-        ``loss_out`` is ``+inf`` where the run succeeded. No host syncs: every per-example
-        decision (best point, step-size halving, restart from the best point) is a mask.
+        ``x_out`` is the successful iterate with the highest loss where one exists, else the
+        iterate with the highest loss; ``loss_out`` is ``+inf`` where the run succeeded. No
+        host syncs: every per-example decision (best point, step-size halving, restart from
+        the best point) is a mask.
         """
         lo, hi = self.bounds
         ball, steps, l1 = self._ball, self.steps, self.norm == "l1"
@@ -315,7 +316,7 @@ class _APGDBase(Attack):
 
         x_cur = self._start(x, eps, generator)
         f, g, succ = self._evaluate(x_cur, y, target, goal, targeted, loss_fn)
-        adv, found = x_cur, succ
+        adv, adv_f, found = x_cur, f, succ
         best_x, best_f, best_g = x_cur, f, g
         x_prev, f_last = x_cur, f
         eta = (1.0 if l1 else 2.0) * eps
@@ -344,8 +345,9 @@ class _APGDBase(Attack):
             with torch.no_grad():
                 n_incr = n_incr + (f > f_last).to(f.dtype)
                 f_last = f
-                first = succ & ~found
-                adv = torch.where(shaped(first), x_cur, adv)
+                take = succ & (~found | (f > adv_f))
+                adv = torch.where(shaped(take), x_cur, adv)
+                adv_f = torch.where(take, f, adv_f)
                 found = found | succ
                 better = f > best_f
                 best_x = torch.where(shaped(better), x_cur, best_x)
@@ -417,7 +419,7 @@ class _APGDBase(Attack):
         """``restarts`` runs per entry of ``runs`` (a target per example, or None).
 
         Every run after the first takes only the examples not yet broken; each example keeps
-        the first success, else its highest loss over all runs.
+        its success, else its highest loss over all runs.
         """
         best = x
         best_f = torch.full((x.shape[0],), -math.inf, device=x.device)
@@ -481,7 +483,8 @@ class APGD(_APGDBase):
     ``loss="ce"`` maximises the cross-entropy, ``loss="dlr"`` the DLR loss
     ([`dlr_loss`][advrobust.attacks.dlr_loss]; needs >= 3 classes). A targeted call
     (``target=``) maximises ``-CE(x, t)`` or the targeted DLR loss (>= 4 classes). Each example
-    gets the first iterate that succeeded, else its highest-loss iterate; ``restarts > 1``
+    gets a successful iterate whenever one was found (the one with the highest loss), else its
+    highest-loss iterate (AutoAttack's bookkeeping); ``restarts > 1``
     runs again from new random starts on the examples not yet broken only. Every step is one
     forward and one backward pass (``steps + 1`` per run, the start included); the loop has no
     host syncs (one per restart).

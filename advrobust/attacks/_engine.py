@@ -75,9 +75,10 @@ class IterativeGradientAttack(Attack):
     instead of the cross-entropy (see [`logit_margin`][advrobust.attacks.logit_margin]).
 
     Multi-step runs return, per example, the best iterate among ``X_0 .. X_T`` (AutoAttack's
-    bookkeeping, Croce & Hein, ICML 2020): the first one that succeeds, else the one with the
-    highest objective (``J``, or ``-J(., t)`` towards a class ``t``), with or without
-    ``early_stop``. Scoring ``X_T`` costs one extra forward pass (no backward); single-step
+    bookkeeping, Croce & Hein, ICML 2020): a successful one whenever one was found (the
+    successful one with the highest objective; with ``early_stop``, the first, after which the
+    example stops), else the one with the highest objective (``J``, or ``-J(., t)`` towards a
+    class ``t``). Scoring ``X_T`` costs one extra forward pass (no backward); single-step
     presets (FGSM, StepLL, StepRnd) return ``X_1`` as before.
 
     Args:
@@ -283,12 +284,12 @@ class IterativeGradientAttack(Attack):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Run ``steps`` gradient steps from ``start``; returns the best iterate per example.
 
-        With ``track``, every iterate ``X_0 .. X_steps`` is a candidate and each example gets
-        the first one the attack succeeded on, else the one with the highest objective
-        (AutoAttack's bookkeeping): the forward pass of each step scores the point it is taken
-        at, and one forward pass without backward scores the last iterate. Masks and
-        ``torch.where`` keep this free of host syncs. Without ``track`` the last iterate is
-        returned (one-step presets).
+        With ``track``, every iterate ``X_0 .. X_steps`` is a candidate, ranked by success
+        first and objective second: each example gets its highest-objective successful
+        iterate, else its highest-objective one (AutoAttack's bookkeeping): the forward pass
+        of each step scores the point it is taken at, and one forward pass without backward
+        scores the last iterate. Masks and ``torch.where`` keep this free of host syncs.
+        Without ``track`` the last iterate is returned (one-step presets).
 
         With ``early_stop`` the batch shrinks to the examples not yet broken (index
         subsetting, one host sync per step), so forward and backward passes run on those
@@ -324,8 +325,7 @@ class IterativeGradientAttack(Attack):
             if track:
                 obj = per_example.detach().float()
                 obj = -obj if descend else obj
-                first = succ & ~best_succ
-                better = first | (~best_succ & (obj > best_obj))
+                better = (succ & ~best_succ) | ((succ == best_succ) & (obj > best_obj))
                 best_x = torch.where(_per_example(better, cur), cur, best_x)
                 best_obj = torch.where(better, obj, best_obj)
                 best_succ = best_succ | succ

@@ -399,14 +399,31 @@ def test_engine_returns_the_highest_loss_iterate_when_none_succeeds() -> None:
     assert (out - 0.6).abs().item() <= 0.08
 
 
-def test_engine_early_stop_and_plain_runs_return_the_same_points(affine_binary: Any) -> None:
+def test_engine_early_stop_first_success_plain_run_highest_loss_success(
+    affine_binary: Any,
+) -> None:
+    """Same success set; early stop keeps the first success, the plain run the successful
+    iterate with the highest loss (on this affine model: the last one, as before)."""
     a = affine_binary
     g = torch.Generator().manual_seed(3)
     eps = a.linf_min * (0.8 + 0.4 * torch.rand(len(a.y), generator=g, dtype=torch.float64))
     plain = BIM(a.model, steps=30, rel_alpha=0.1).run(a.x, a.y, eps=eps)
     early = BIM(a.model, steps=30, rel_alpha=0.1, early_stop=True).run(a.x, a.y, eps=eps)
-    assert 0 < int(plain.success.sum()) < len(a.y)
-    assert torch.equal(plain.x_adv, early.x_adv)
+    s = plain.success
+    assert 0 < int(s.sum()) < len(a.y) and torch.equal(s, early.success)
+    ce = F.cross_entropy(a.model(plain.x_adv), a.y, reduction="none").detach()
+    ce_early = F.cross_entropy(a.model(early.x_adv), a.y, reduction="none").detach()
+    assert (ce[s] >= ce_early[s]).all() and (ce[s] > ce_early[s]).any()
+    assert (early.linf[s] <= plain.linf[s]).all()
+    # on the affine model the loss grows along the path: the unbroken ones end at the last step
+    last = a.x
+    e = eps[:, None]
+    for _ in range(30):
+        xr = last.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(a.model(xr), a.y, reduction="sum"), xr)
+        last = torch.minimum(torch.maximum(last + 0.1 * e * grad.sign(), a.x - e), a.x + e)
+        last = last.clamp(0.0, 1.0)
+    torch.testing.assert_close(plain.x_adv[~s], last[~s], rtol=0, atol=1e-12)
 
 
 # -------------------------------------------------------------------------- digits model

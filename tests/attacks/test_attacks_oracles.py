@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any as Affine
 
 import pytest
@@ -152,16 +153,17 @@ def test_attacks_iter_ll_keeps_the_target_fixed(affine_blocks: Affine) -> None:
         xk = xk - alpha * grad_ce(a.model, xk, ll).sign()
         xk = torch.minimum(torch.maximum(xk, a.x - eps), a.x + eps).clamp(0, 1)
         iterates.append(xk)
-    # the engine returns the best iterate of this trajectory: the first one that is
-    # misclassified, else the one closest to the least-likely class (lowest J(., y_LL))
+    # the engine returns the best iterate of this trajectory: among the misclassified ones if
+    # any, the one closest to the least-likely class (lowest J(., y_LL))
     traj = torch.stack(iterates)  # (T + 1, B, d)
     with torch.no_grad():
         z = a.model(traj)
     wrong = z.argmax(dim=2) != a.y
     closeness = -F.cross_entropy(z.transpose(1, 2), ll.expand(steps + 1, -1), reduction="none")
-    first_wrong = torch.where(wrong.any(0), wrong.float().argmax(0), closeness.argmax(0))
-    expected = traj[first_wrong, torch.arange(len(a.y))]
-    assert bool((first_wrong < steps).any())  # an earlier iterate, not the last one, is returned
+    rank = torch.where(wrong | ~wrong.any(0), closeness, -math.inf)
+    best = rank.argmax(0)
+    expected = traj[best, torch.arange(len(a.y))]
+    assert bool((best < steps).any())  # an earlier iterate, not the last one, is returned
     assert torch.equal(IterLL(a.model, eps, alpha=alpha, steps=steps)(a.x, a.y), expected)
     # one step of size eps is exactly step l.l.
     one = IterLL(a.model, eps, steps=1, rel_alpha=1.0)(a.x, a.y)
