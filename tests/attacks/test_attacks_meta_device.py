@@ -6,7 +6,8 @@ decide on data (an ``.item()`` or a data-dependent index), which meta tensors ca
 those configurations are left out. FAB and Square shrink their batch to the examples not
 yet broken between runs or queries; on the meta device (no data) they keep every example.
 The minimal-norm attacks FMN, DDN and ALMA and their boundary refinement never sync, so they
-run here (CWL2's abort-early does).
+run here (CWL2's abort-early does). APGD restarts and APGDT's later target classes, which run
+on the examples still robust, are left out too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from torch import nn
 
 from advrobust.attacks import (
     ALMA,
+    APGD,
+    APGDT,
     BIM,
     DDN,
     FAB,
@@ -52,6 +55,10 @@ CONFIGS = {
     "DDN": lambda m: DDN(m, steps=3),
     "ALMA": lambda m: ALMA(m, steps=3),
     "ALMA-l1": lambda m: ALMA(m, "l1", steps=3),
+    "APGD": lambda m: APGD(m, 0.1, steps=3),
+    "APGD-l2-dlr": lambda m: APGD(m, 0.5, norm="l2", loss="dlr", steps=3),
+    "APGD-l1": lambda m: APGD(m, 2.0, norm="l1", steps=3),
+    "APGDT": lambda m: APGDT(m, 0.1, steps=3, n_target_classes=1),
 }
 
 
