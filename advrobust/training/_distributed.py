@@ -1,15 +1,22 @@
-"""torch.distributed helpers: rank/world size, reductions, and rank-sharded in-memory batches."""
+"""Rank-sharded in-memory batches for training and evaluation under torch.distributed.
+
+The rank, world-size, barrier and reduction helpers live in :mod:`advrobust._distributed`
+(shared with the study) and are re-exported here for the trainer's existing imports.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
+from .._distributed import all_reduce_sum as all_reduce_sum
+from .._distributed import barrier as barrier
+from .._distributed import broadcast_buffers as broadcast_buffers
+from .._distributed import dist_info as dist_info
+from .._distributed import gather_objects as gather_objects
 from ..data import TensorLoader
 
 __all__ = [
@@ -23,51 +30,6 @@ __all__ = [
 ]
 
 Augment = Callable[..., Tensor]
-
-
-def dist_info() -> tuple[bool, int, int]:
-    """``(active, rank, world_size)``; active only when a process group is initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return True, dist.get_rank(), dist.get_world_size()
-    return False, 0, 1
-
-
-def all_reduce_sum(t: Tensor) -> Tensor:
-    """Sum ``t`` over all ranks in place (no-op without a process group)."""
-    active, _, world = dist_info()
-    if active and world > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-def barrier() -> None:
-    """Wait for every rank (no-op without a process group)."""
-    active, _, world = dist_info()
-    if active and world > 1:
-        dist.barrier()
-
-
-def broadcast_buffers(module: torch.nn.Module) -> None:
-    """Copy rank 0's buffers (e.g. BatchNorm running statistics) to every rank.
-
-    DDP broadcasts buffers at the start of each forward pass, so after the last step of an
-    epoch every rank holds statistics updated from its own shard; this makes them agree
-    before evaluation and checkpointing.
-    """
-    active, _, world = dist_info()
-    if active and world > 1:
-        for buf in module.buffers():
-            dist.broadcast(buf, src=0)
-
-
-def gather_objects(obj: Any) -> list[Any]:
-    """Every rank's ``obj`` as a list indexed by rank (a list of one without a process group)."""
-    active, _, world = dist_info()
-    if not active or world == 1:
-        return [obj]
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, obj)
-    return out
 
 
 class TensorBatches(TensorLoader):
