@@ -98,6 +98,7 @@ def local_device(device: torch.device) -> torch.device:
         >>> local_device(torch.device("cpu"))
         device(type='cpu')
     """
-    if str(device.type) == "cuda" and device.index is None and world_size() > 1:
+    index: int | None = device.index  # None for a bare "cuda" (the stubs say int)
+    if device.type == "cuda" and index is None and world_size() > 1:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
