@@ -300,8 +300,9 @@ class AdversarialTrainer:
             loss = mixed_batch_loss(
                 logits_clean, y_clean, logits_adv, y_adv, cfg.adv_weight, loss_fn=self.loss_fn
             )
-        except (IndexError, RuntimeError):
-            # torch's IndexError / index RuntimeError for a label >= K: say it as advrobust does
+        except (IndexError, RuntimeError, ValueError):
+            # a label >= K (torch's IndexError, or the loss's own check naming its parts): name
+            # this method's argument; the check syncs, so it runs only on this error path
             check_labels(y, m, "y", num_classes=logits.shape[1])
             raise
         if self.regularizer is not None:
