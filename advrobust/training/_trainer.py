@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .._atomic import remove_stale_temporaries
 from .._distributed import all_reduce_sum, barrier, dist_info
 from .._validate import check_labels, check_logits, describe, model_state_guard
 from ..attacks import Attack
@@ -391,6 +392,8 @@ class AdversarialTrainer:
         if self.epoch < total:
             self._check_first_batch = preflight(self.model, loader, "train_loader", self.device)
         self.stop_training = False
+        if self.checkpoint_dir is not None and self.rank == 0:
+            remove_stale_temporaries(self.checkpoint_dir)  # left by a killed writer
         bar = self._progress_bar(loader, total, progress)
         written_epoch = self.epoch
         self._interrupts = DeferredInterrupt()

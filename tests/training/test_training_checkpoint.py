@@ -238,3 +238,20 @@ def test_training_checkpoint_content_digest_is_stable_and_sensitive():
     assert ckpt_mod.content_digest(a) != ckpt_mod.content_digest(c)
     assert ckpt_mod.content_digest({"n": 1}) != ckpt_mod.content_digest({"n": 1.0})
     assert ckpt_mod.content_digest({"n": [1]}) != ckpt_mod.content_digest({"n": (1,)})
+
+
+def test_training_checkpoint_fit_removes_temporaries_of_killed_writers(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    stale = tmp_path / f".last.pt.{dead}.0123456789abcdef.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    cfg = TrainConfig.clean(epochs=1, batch_size=16)
+    AdversarialTrainer(_model(), cfg, checkpoint_dir=tmp_path).fit(_data(), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
