@@ -22,7 +22,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -90,7 +90,7 @@ def _save(fig: Any, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Pa
     for fmt in formats:
         path = out_dir / f"{stem}.{fmt}"
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight")
+        fig.savefig(buffer, format=fmt, dpi=150)
         atomic_write_bytes(path, buffer.getvalue())
         written.append(path)
     return written
@@ -124,13 +124,53 @@ def _draw(
         ax.fill_between(xs[band], lo[band], hi[band], color=kw["color"], alpha=0.18, linewidth=0)
 
 
+def _grid(
+    nrows: int,
+    ncols: int,
+    *,
+    panel: tuple[float, float],
+    gap: tuple[float, float],
+    sharex: bool | Literal["none", "all", "row", "col"] = False,
+    sharey: bool | Literal["none", "all", "row", "col"] = False,
+) -> tuple[Any, Any]:
+    """A figure of nrows x ncols panels with fixed margins in inches.
+
+    The margins leave room for the labels, the title and a legend strip below; there is no
+    tight-layout pass, so each save draws the figure once.
+    """
+    from matplotlib.figure import Figure
+
+    left, right, top, bottom = 1.0, 0.2, 0.7, 0.95
+    pw, ph = panel
+    gw, gh = gap
+    width = left + ncols * pw + (ncols - 1) * gw + right
+    height = top + nrows * ph + (nrows - 1) * gh + bottom
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        top=1 - top / height,
+        bottom=bottom / height,
+        wspace=gw / pw,
+        hspace=gh / ph,
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey)
+    fig.suptitle("", y=1 - 0.12 / height)
+    return fig, axes
+
+
+def _title(fig: Any, text: str) -> None:
+    height = fig.get_size_inches()[1]
+    fig.suptitle(text, fontsize=10, y=1 - 0.12 / height)
+
+
 def _legend(fig: Any, handles: list[Any], labels: list[str]) -> None:
-    """One legend for the figure, below the panels (never over the data)."""
+    """One legend for the figure, in the strip below the panels (never over the data)."""
     if handles:
         fig.legend(
             handles,
             labels,
-            loc="upper center",
+            loc="lower center",
             bbox_to_anchor=(0.5, 0.0),
             ncol=min(len(labels), 4),
             fontsize=8,
@@ -145,15 +185,14 @@ def _curves(
     colors: Mapping[str, Any],
     heading: str,
 ) -> Any:
-    from matplotlib.figure import Figure
-
     columns = [c for c in _CURVE_COLUMNS if any(r["metric"] == c[0] for r in summary)]
     if not columns:
         return None
     sizes = sorted({int(r["subset_size"]) for r in summary})
     turning = {(t["model"], t["recipe"], t["metric"]): t for t in find_turning_points(summary)}
-    fig = Figure(figsize=(3.0 * len(columns) + 0.4, 2.3 * len(models) + 0.6))
-    axes = fig.subplots(len(models), len(columns), squeeze=False, sharex=True, sharey="col")
+    fig, axes = _grid(
+        len(models), len(columns), panel=(2.6, 1.8), gap=(0.95, 0.3), sharex=True, sharey="col"
+    )
     handles: dict[str, Any] = {}
     for i, model in enumerate(models):
         for j, (metric, title, ylabel) in enumerate(columns):
@@ -197,8 +236,7 @@ def _curves(
             _size_axis(ax, sizes)
             if i < len(models) - 1:
                 ax.set_xlabel("")
-    fig.suptitle(heading, fontsize=10)
-    fig.tight_layout()
+    _title(fig, heading)
     _legend(fig, list(handles.values()), list(handles))
     return fig
 
@@ -210,16 +248,15 @@ def _adversarial(
     colors: Mapping[str, Any],
     heading: str,
 ) -> Any:
-    from matplotlib.figure import Figure
-
     rows = [r for r in summary if r["metric"] == "adversarial_accuracy"]
     deltas = sorted({float(r["delta"]) for r in rows if r["delta"] is not None})
     if not deltas:
         return None
     norm = _NORM_TITLE.get(str(rows[0]["norm"]), str(rows[0]["norm"]))
     sizes = sorted({int(r["subset_size"]) for r in summary})
-    fig = Figure(figsize=(2.8 * len(deltas) + 0.4, 2.2 * len(models) + 0.6))
-    axes = fig.subplots(len(models), len(deltas), squeeze=False, sharex=True, sharey=True)
+    fig, axes = _grid(
+        len(models), len(deltas), panel=(2.5, 1.7), gap=(0.3, 0.3), sharex=True, sharey=True
+    )
     handles: dict[str, Any] = {}
     for i, model in enumerate(models):
         for j, delta in enumerate(deltas):
@@ -250,8 +287,7 @@ def _adversarial(
             _size_axis(ax, sizes)
             if i < len(models) - 1:
                 ax.set_xlabel("")
-    fig.suptitle(heading, fontsize=10)
-    fig.tight_layout()
+    _title(fig, heading)
     _legend(fig, list(handles.values()), list(handles))
     return fig
 
@@ -262,13 +298,10 @@ def _scaling(
     colors: Mapping[str, Any],
     heading: str,
 ) -> Any:
-    from matplotlib.figure import Figure
-
     norms = [n for n in ("l2", "linf") if scaling_law(summary, n) is not None]
     if not norms:
         return None
-    fig = Figure(figsize=(4.0 * len(norms) + 0.4, 3.4))
-    axes = fig.subplots(1, len(norms), squeeze=False)
+    fig, axes = _grid(1, len(norms), panel=(3.4, 2.5), gap=(1.0, 0.3))
     handles: dict[str, Any] = {}
     for ax, norm in zip(axes[0], norms, strict=True):
         fit = scaling_law(summary, norm)
@@ -301,8 +334,7 @@ def _scaling(
         )
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3, which="both")
-    fig.suptitle(heading, fontsize=10)
-    fig.tight_layout()
+    _title(fig, heading)
     _legend(fig, *_ordered(handles, models))
     return fig
 
@@ -313,13 +345,10 @@ def _pareto(
     colors: Mapping[str, Any],
     heading: str,
 ) -> Any:
-    from matplotlib.figure import Figure
-
     norms = [n for n in ("l2", "linf") if pareto_frontier(summary, n)]
     if not norms:
         return None
-    fig = Figure(figsize=(4.0 * len(norms) + 0.4, 3.4))
-    axes = fig.subplots(1, len(norms), squeeze=False)
+    fig, axes = _grid(1, len(norms), panel=(3.4, 2.5), gap=(1.0, 0.3))
     handles: dict[str, Any] = {}
     for ax, norm in zip(axes[0], norms, strict=True):
         pts = pareto_frontier(summary, norm)
@@ -353,8 +382,7 @@ def _pareto(
         ax.set_title(f"{_NORM_TITLE[norm]} robustness against accuracy", fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
-    fig.suptitle(heading + " (labels: training-set size)", fontsize=10)
-    fig.tight_layout()
+    _title(fig, heading + " (labels: training-set size)")
     _legend(fig, *_ordered(handles, models))
     return fig
 

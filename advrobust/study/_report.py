@@ -246,10 +246,10 @@ def write_report(
 
     md += ["## Turning points", ""]
     md.append(
-        "A turning point is reported only when robustness peaks at a training-set size and "
-        "falls at a larger size by more than the confidence intervals allow (the interval at "
-        "the peak lies wholly above the interval after it), on a model above chance accuracy "
-        "whose accuracy keeps rising (`advrobust.study.find_turning_points`)."
+        "A turning point is reported only when robustness rises to a peak and falls after it "
+        "by more than the confidence intervals allow (the interval at the peak lies wholly "
+        "above the intervals at the lowest sizes before and after it), on a model above chance "
+        "accuracy whose accuracy keeps rising (`advrobust.study.find_turning_points`)."
     )
     md.append("")
     if turning:
@@ -260,10 +260,9 @@ def write_report(
                 f"{tp['size']} images, falls to {tp['fall']:.3f} [{tp['fall_ci'][0]:.3f}, "
                 f"{tp['fall_ci'][1]:.3f}] at {tp['fall_size']} while accuracy rises "
                 f"{tp['accuracy_at_peak']:.3f} -> {tp['accuracy_at_fall']:.3f}"
-                + (" (rises significantly first)" if tp["rises_first"] else "")
             )
     else:
-        md.append("None: no fall after a peak exceeds its confidence interval.")
+        md.append("None: no rise and fall around a peak exceeds its confidence intervals.")
     md.append("")
 
     md += [
