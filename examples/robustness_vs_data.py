@@ -1,4 +1,4 @@
-"""Paper 000 through the Python API: how do accuracy and robustness change with training-set size?
+"""The ICLR 2019 study through the API: how do accuracy and robustness change with more data?
 
 Trains an MLP and the Carlini-Wagner CNN on nested class-balanced subsets S_1 ⊂ ... ⊂ S_n of
 scikit-learn's digits, measures clean accuracy, the robustness score of eq. 4 (mean minimal

@@ -116,7 +116,7 @@ class SuccessRateResult(_Result):
         adv_pred: long ``(N,)`` predictions on the adversarial examples.
         l2: ``(N,)`` L2 norm of each perturbation.
         linf: ``(N,)`` Linf norm of each perturbation.
-        only_correct: whether ``value`` counts only the clean-correct examples (paper 000).
+        only_correct: whether ``value`` counts only the clean-correct examples (ICLR 2019 study).
     """
 
     success: Tensor
@@ -185,7 +185,7 @@ class AccuracyRatioResult(_Result):
 
 @dataclass(frozen=True)
 class AdversarialAccuracyResult(_Result):
-    """Adversarial accuracy of paper 000 eq. (5).
+    """Adversarial accuracy of the ICLR 2019 study eq. (5).
 
     ``1 - (wrong predictions + successful attacks) / |T|``, an attack on a correctly classified
     ``x`` being successful when ``M(x') != M(x)`` and ``||x - x'||_p <= delta``.
@@ -295,7 +295,7 @@ class DistortionResult(_Result):
 
 @dataclass(frozen=True)
 class RobustnessScoreResult(_Result):
-    """Paper 000 eq. (4) for several models over their commonly-correct set X.
+    """The ICLR 2019 study eq. (4) for several models over their commonly-correct set X.
 
     Attributes:
         names: model names (keys of the mapping, or ``"model_0"``... for a sequence).
@@ -473,7 +473,7 @@ class LabelLeakResult(_Result):
 
 @dataclass(frozen=True)
 class DeepSecAttackResult(_Result):
-    """DeepSec attack utility metrics (paper 004 table 3), per example.
+    """DeepSec attack utility metrics (Marchetti & Ho 2022 table 3), per example.
 
     Averages other than MR are over the successful adversarial examples among the evaluated
     ones (``evaluated``: the clean-correct examples by default, DeepSec's candidate selection).
@@ -581,7 +581,7 @@ class DeepSecAttackResult(_Result):
 
 @dataclass(frozen=True)
 class DeepSecDefenceResult(_Result):
-    """DeepSec defence utility metrics (paper 004 table 4), per example.
+    """DeepSec defence utility metrics (Marchetti & Ho 2022 table 4), per example.
 
     Attributes:
         original_correct: bool ``(N,)`` original model correct.
