@@ -138,14 +138,10 @@ class TruncatedNormalEps(EpsSampler):
 
     @property
     def mean(self) -> float:
-        """The exact mean of the distribution."""
-        a = self.max / self.std
-        return (
-            self.std
-            * math.sqrt(2.0 / math.pi)
-            * (1.0 - math.exp(-0.5 * a * a))
-            / math.erf(a / math.sqrt(2.0))
-        )
+        """The exact mean of the distribution (``scipy.stats.truncnorm`` on ``[0, max]``)."""
+        from scipy import stats
+
+        return float(stats.truncnorm(0.0, self.max / self.std, scale=self.std).mean())
 
     def _sample(
         self, batch_size: int, device: torch.device | str | None, generator: torch.Generator | None
