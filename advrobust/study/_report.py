@@ -219,7 +219,7 @@ def write_report(
     how = (
         f"Student's t-interval over {reps} replicates"
         if reps > 1
-        else "percentile bootstrap over the evaluation examples (one replicate per cell)"
+        else "percentile bootstrap over the evaluation examples, one replicate per cell"
     )
     pct = f"{100 * confidence:g}%"
     md: list[str] = [
