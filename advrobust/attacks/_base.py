@@ -21,6 +21,7 @@ from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from advrobust._validate import (
     check_bounds,
@@ -71,6 +72,53 @@ class AttackResult:
         """Fraction of examples the attack succeeded on (``nan`` for an empty batch)."""
         n = self.success.numel()
         return float(self.success.float().mean()) if n else math.nan
+
+    def summary(self) -> dict[str, float | int | bool | str]:
+        """Batch figures: counts, success rate and norms of the successful perturbations.
+
+        Keys: examples, successes, success_rate, targeted, median_l2, max_l2, median_linf,
+        max_linf (``nan`` when nothing succeeded), x_adv (shape and dtype) and device.
+        """
+        ok = self.success.bool()
+        out: dict[str, float | int | bool | str] = {
+            "examples": int(self.success.numel()),
+            "successes": int(ok.sum()),
+            "success_rate": self.success_rate,
+            "targeted": self.target is not None,
+        }
+        for name, norms in (("l2", self.l2), ("linf", self.linf)):
+            hit = norms[ok].double()
+            out[f"median_{name}"] = float(hit.median()) if hit.numel() else math.nan
+            out[f"max_{name}"] = float(hit.max()) if hit.numel() else math.nan
+        out["x_adv"] = f"{tuple(self.x_adv.shape)} {str(self.x_adv.dtype).removeprefix('torch.')}"
+        out["device"] = str(self.x_adv.device)
+        return out
+
+    @override
+    def __repr__(self) -> str:
+        """A one-line summary (:meth:`summary`) instead of the tensors.
+
+        Example:
+            >>> import torch
+            >>> x = torch.zeros(2, 3)
+            >>> AttackResult(x, torch.tensor([True, False]), torch.tensor([1, 0]),
+            ...              torch.tensor([0.5, 0.0]), torch.tensor([0.25, 0.0]),
+            ...              torch.tensor([0, 0]), None)  # doctest: +NORMALIZE_WHITESPACE
+            AttackResult(1/2 succeeded (50.0%), untargeted; successes: L2 median 0.5 max 0.5,
+            Linf median 0.25 max 0.25; x_adv (2, 3) float32 on cpu)
+        """
+        s = self.summary()
+        kind = "targeted" if s["targeted"] else "untargeted"
+        text = (
+            f"AttackResult({s['successes']}/{s['examples']} succeeded "
+            f"({100 * float(s['success_rate']):.1f}%), {kind}"
+        )
+        if int(s["successes"]):
+            text += (
+                f"; successes: L2 median {s['median_l2']:.4g} max {s['max_l2']:.4g}, "
+                f"Linf median {s['median_linf']:.4g} max {s['max_linf']:.4g}"
+            )
+        return text + f"; x_adv {s['x_adv']} on {s['device']})"
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ _UPPER_INIT: Final = 1e10
 class CWL2(Attack):
     """Carlini-Wagner L2 attack: the smallest L2 perturbation found by optimisation.
 
-    Objective (Carlini & Wagner 2017 sec. V-A; paper 000 eqs. 2-3), for each example:
+    Objective (Carlini & Wagner 2017 sec. V-A; the ICLR 2019 study eqs. 2-3), for each example:
 
     ```text
     minimise_w  ||x(w) - x0||_2^2 + c * f(x(w))

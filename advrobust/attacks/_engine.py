@@ -43,7 +43,8 @@ def _objective(logits: Tensor, label: Tensor, loss: str) -> Tensor:
 def kurakin_steps(eps: float, alpha: float = _KURAKIN_ALPHA) -> int:
     """Kurakin et al.'s iteration count ``round(min(eps/alpha + 4, 1.25 * eps/alpha))``, >= 1.
 
-    With ``alpha = 1/255`` this is the paper's ``min(eps*255 + 4, 1.25*eps*255)`` (002 sec. 2.2).
+    With ``alpha = 1/255`` this is ``min(eps*255 + 4, 1.25*eps*255)`` (Kurakin et al. 2017,
+    sec. 2.2).
     """
     units = eps / alpha
     return max(1, math.floor(min(units + 4.0, 1.25 * units) + 0.5))
@@ -552,7 +553,7 @@ class BIM(_Preset):
 
     (``g / ||g||_2`` instead of ``sign`` for ``norm="l2"``). Defaults are Kurakin's:
     ``alpha = 1/255`` and ``round(min(eps*255 + 4, 1.25*eps*255))`` iterations (with
-    per-example eps, the largest one sets the count). Paper 000's schedule is
+    per-example eps, the largest one sets the count). The ICLR 2019 study's schedule is
     ``steps=T, rel_alpha=1/T``.
 
     Args:
@@ -693,7 +694,7 @@ class IterLL(_Preset):
 class PGD(_Preset):
     """Projected gradient descent with a uniform random start (Madry et al. 2018).
 
-    Update rule (003 eq. 7):
+    Update rule (Madry et al. 2018 eq. 7):
 
     ```text
     X_0 ~ U(ball(X, eps));  X_{N+1} = Proj_{ball(X,eps) ∩ bounds}( X_N + alpha * dir(g_N) )

@@ -1,4 +1,4 @@
-"""Kurakin's mixed-minibatch loss (paper 002, sec. 3, algorithm 1)."""
+"""Kurakin's mixed-minibatch loss (Kurakin et al. 2017, sec. 3, algorithm 1)."""
 
 from __future__ import annotations
 
