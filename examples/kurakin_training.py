@@ -1,4 +1,4 @@
-"""Kurakin's mixed-batch adversarial training on scikit-learn's digits (paper 002, sec. 3-4).
+"""Kurakin's mixed-batch adversarial training on digits (Kurakin et al. 2017, sec. 3-4).
 
 Trains three copies of the same network on the digits training split:
 
@@ -8,7 +8,8 @@ Trains three copies of the same network on the digits training split:
 * PGD adversarial training (Madry; k = m, lambda = 1, fixed eps);
 
 and prints their test accuracy on clean inputs and under step l.l., iter. l.l. and PGD at the
-same eps. What a correct implementation reproduces (paper 002, tables 1-2; paper 004):
+same eps. What a correct implementation reproduces
+(Kurakin et al. 2017, tables 1-2; Marchetti & Ho 2022):
 
 * step l.l. training raises step l.l. accuracy well above the undefended model's, at a small
   cost in clean accuracy;

@@ -11,7 +11,7 @@ The label of an example leaks when the model classifies the FGSM example made wi
 label correctly but misclassifies the one made from its predicted label: the FGSM-trained
 model has learnt to read the label off the perturbation. A leak needs a clean mistake (with a
 correct prediction both attacks coincide), so counts are bounded by the clean errors. What a
-correct implementation reproduces (paper 002, sec. 4.2 and table 3):
+correct implementation reproduces (Kurakin et al. 2017, sec. 4.2 and table 3):
 
 * for the FGSM-trained model at large eps, FGSM accuracy with the true labels is above FGSM
   accuracy with predicted labels, and it *rises* with eps (a defective construction: a real

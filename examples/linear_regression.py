@@ -1,4 +1,4 @@
-"""Paper 000, section 2: more training data, a more accurate but less robust model.
+"""The ICLR 2019 study, section 2: more training data, a more accurate but less robust model.
 
 A least-squares line y = a x + b is fitted on S_1 (3 points) and on S_2 = S_1 plus 3 points,
 and tested on T (2 points). Accuracy is the test mean squared error; robustness of a test pair
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     less_robust = out["M_2"]["robustness"] < out["M_1"]["robustness"]
     print(f"\nM_2 (more data) is more accurate: {more_accurate}; less robust: {less_robust}")
     print(
-        "Paper 000 reports test MSE 0.0450 (M_1) and 0.0396 (M_2), reproduced above. It reports "
+        "The ICLR 2019 study reports test MSE 0.0450 (M_1) and 0.0396 (M_2), reproduced above. "
+        "It reports "
         "robustness 0.2194 and 0.2125; the definition it states (smallest |delta| with the "
         "relative error crossing theta = 0.025, averaged over T) gives the values above. The "
         "printed figures are not reproducible from that definition, but the conclusion is: M_1 "

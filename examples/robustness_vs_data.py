@@ -1,10 +1,10 @@
-"""Paper 000 through the Python API: how do accuracy and robustness change with training-set size?
+"""The ICLR 2019 study through the API: how do accuracy and robustness change with more data?
 
 Trains an MLP and the Carlini-Wagner CNN on nested class-balanced subsets S_1 ⊂ ... ⊂ S_n of
 scikit-learn's digits, measures clean accuracy, the robustness score of eq. 4 (mean minimal
 I-FGSM Linf and CW-L2 distortion over the examples every subset's model classifies correctly)
-and adversarial accuracy (eq. 5), then prints the table, the turning points (robustness falling
-while accuracy still rises) and where the figures are.
+and adversarial accuracy (eq. 5), then prints the table with 95% confidence intervals, the
+turning points the intervals support (see the study guide for the rule) and writes the report.
 
 Run: ``python examples/robustness_vs_data.py [--quick] [--out DIR]``. Rerunning with the same
 ``--out`` resumes (finished cells are skipped). The same study from the shell:
@@ -25,9 +25,11 @@ from advrobust.study import (
     RecipeSpec,
     StudyConfig,
     TrainingSpec,
+    example_values,
     load_preset,
     run_study,
     turning_points,
+    write_report,
 )
 
 
@@ -63,14 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / config.name
         result = run_study(config, out, progress=not args.quick)
-        found = turning_points(result.rows)
+        # intervals for single-replicate robustness scores come from the per-example values
+        found = turning_points(result.rows, examples=example_values(config, out))
         if not found:
             print(
-                "no turning point on these settings (robustness did not fall while accuracy rose)"
+                "no turning point on these settings (no rise and fall of robustness larger "
+                "than its 95% confidence intervals while accuracy rose)"
             )
         for tp in found:
-            shape = "rises, then falls" if tp["rises_first"] else "falls"
-            print(f"{tp['model']}: {tp['metric']} {shape} after {tp['size']} training examples")
+            print(
+                f"{tp['model']}: {tp['metric']} rises from {tp['rise_size']} to "
+                f"{tp['size']} training examples, then falls by {tp['fall_size']}"
+            )
+        write_report(out, formats=("png",))
+        print(f"report: {out / 'report.md'}")
         if not args.out:
             print("(temporary output folder; pass --out DIR to keep the table and figures)")
     return 0

@@ -3,8 +3,9 @@
 Every attack in advrobust subclasses ``Attack`` and implements only the protected ``_perturb``
 hook. The public ``__call__`` and ``run`` are final: they validate the inputs, resolve labels and
 targets, broadcast eps to one value per example, enter ``model_state_guard``, call
-``_perturb``, then clip the result to the eps-ball and the bounds, compute success and norms
-and build an ``AttackResult``.
+``_perturb``, then clip the result to the eps-ball and the bounds, refine minimal-norm results
+to the decision boundary (a bisection along the segment from ``x``, forward passes only),
+compute success and norms and build an ``AttackResult``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import override
 
 from advrobust._validate import (
     check_bounds,
@@ -32,6 +34,7 @@ from advrobust._validate import (
     model_state_guard,
 )
 
+from ._refine import refine_boundary
 from ._registry import AttackSpec
 from ._threat import L2Ball, LinfBall, ThreatModel
 
@@ -69,6 +72,53 @@ class AttackResult:
         """Fraction of examples the attack succeeded on (``nan`` for an empty batch)."""
         n = self.success.numel()
         return float(self.success.float().mean()) if n else math.nan
+
+    def summary(self) -> dict[str, float | int | bool | str]:
+        """Batch figures: counts, success rate and norms of the successful perturbations.
+
+        Keys: examples, successes, success_rate, targeted, median_l2, max_l2, median_linf,
+        max_linf (``nan`` when nothing succeeded), x_adv (shape and dtype) and device.
+        """
+        ok = self.success.bool()
+        out: dict[str, float | int | bool | str] = {
+            "examples": int(self.success.numel()),
+            "successes": int(ok.sum()),
+            "success_rate": self.success_rate,
+            "targeted": self.target is not None,
+        }
+        for name, norms in (("l2", self.l2), ("linf", self.linf)):
+            hit = norms[ok].double()
+            out[f"median_{name}"] = float(hit.median()) if hit.numel() else math.nan
+            out[f"max_{name}"] = float(hit.max()) if hit.numel() else math.nan
+        out["x_adv"] = f"{tuple(self.x_adv.shape)} {str(self.x_adv.dtype).removeprefix('torch.')}"
+        out["device"] = str(self.x_adv.device)
+        return out
+
+    @override
+    def __repr__(self) -> str:
+        """A one-line summary (:meth:`summary`) instead of the tensors.
+
+        Example:
+            >>> import torch
+            >>> x = torch.zeros(2, 3)
+            >>> AttackResult(x, torch.tensor([True, False]), torch.tensor([1, 0]),
+            ...              torch.tensor([0.5, 0.0]), torch.tensor([0.25, 0.0]),
+            ...              torch.tensor([0, 0]), None)  # doctest: +NORMALIZE_WHITESPACE
+            AttackResult(1/2 succeeded (50.0%), untargeted; successes: L2 median 0.5 max 0.5,
+            Linf median 0.25 max 0.25; x_adv (2, 3) float32 on cpu)
+        """
+        s = self.summary()
+        kind = "targeted" if s["targeted"] else "untargeted"
+        text = (
+            f"AttackResult({s['successes']}/{s['examples']} succeeded "
+            f"({100 * float(s['success_rate']):.1f}%), {kind}"
+        )
+        if int(s["successes"]):
+            text += (
+                f"; successes: L2 median {s['median_l2']:.4g} max {s['max_l2']:.4g}, "
+                f"Linf median {s['median_linf']:.4g} max {s['max_linf']:.4g}"
+            )
+        return text + f"; x_adv {s['x_adv']} on {s['device']})"
 
 
 @dataclass(frozen=True)
@@ -151,7 +201,10 @@ class Attack(abc.ABC):
         bounds: The input box ``(lo, hi)``.
         norm: ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``, the norm of the attack's threat model.
         minimal_norm: Class attribute, True for minimal-norm (unbounded) attacks that return
-            the smallest adversarial perturbation they find (CWL2, FMN, DDN, ALMA).
+            the smallest adversarial perturbation they find (CWL2, FMN, DDN, ALMA). The
+            template refines their output to the decision boundary: per example, a bisection
+            along the segment from ``x`` to ``_perturb``'s point returns the closest point of
+            the segment that is still adversarial (examples never broken come back as ``x``).
     """
 
     model: nn.Module
@@ -254,6 +307,15 @@ class Attack(abc.ABC):
     def _threat(self) -> ThreatModel | None:
         """The threat model whose ball the output is clipped to (None: unbounded)."""
         return None
+
+    @property
+    def _refine_kappa(self) -> float | None:
+        """Margin the boundary refinement of a minimal-norm result keeps (None: no refinement).
+
+        The template ends every attack with ``minimal_norm = True`` with
+        [`refine_boundary`][advrobust.attacks._refine.refine_boundary] unless this is None.
+        """
+        return 0.0
 
     @property
     def _wants_clean_graph(self) -> bool:
@@ -408,6 +470,18 @@ class Attack(abc.ABC):
             x_adv = self._perturb(x, y_used, eps_t, tgt, guide, generator, clean)
             del clean
             x_adv = self._final_clip(x_adv.detach(), x, eps_t)
+            kappa = self._refine_kappa
+            if self.minimal_norm and kappa is not None:
+                # the closest still-adversarial point on the segment [x, x_adv]; failures -> x
+                x_adv = refine_boundary(
+                    self.model,
+                    x,
+                    x_adv,
+                    y_used if tgt is None else tgt,
+                    targeted=tgt is not None,
+                    bounds=self.bounds,
+                    kappa=kappa,
+                )
             if not with_result:
                 return x_adv, None
             with torch.no_grad():

@@ -2,7 +2,7 @@
 
 ``load_dataset`` reads digits (embedded, no download), MNIST, CIFAR-10, STL-10 and Tiny
 ImageNet into memory; ``nested_balanced_subsets`` builds the subsets ``S_1 ⊂ ... ⊂ S_n`` of
-paper 000; ``TensorLoader`` and the ``Random*`` transforms keep the input pipeline on the
+the ICLR 2019 study; ``TensorLoader`` and the ``Random*`` transforms keep the input pipeline on the
 data's device.
 """
 

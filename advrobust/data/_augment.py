@@ -1,4 +1,4 @@
-"""Batched data augmentation on tensors (paper 000: shift and flip; plus rotation for DenseNet).
+"""Batched data augmentation on tensors (ICLR 2019 study: shift, flip; rotation for DenseNet).
 
 Every transform takes a whole batch ``(B, C, H, W)`` on any device and draws one random value
 per example from an optional ``torch.Generator`` (CPU or on the data's device). There is no PIL

@@ -31,7 +31,7 @@ _SPLITS = ("train", "test")
 DIGITS_TEST_PER_CLASS = 40
 #: Seed of the fixed digits and STL-10 splits.
 SPLIT_SEED = 0
-#: Fraction of each STL-10 class that goes to the test split: 300 of 1,300 (paper 000).
+#: Fraction of each STL-10 class that goes to the test split: 300 of 1,300 (the ICLR 2019 study).
 STL10_TEST_FRACTION = 3 / 13
 
 
@@ -475,7 +475,7 @@ def load_dataset(
     - ``mnist``: the four IDX files, gzipped or not, in ``root/MNIST/raw`` (torchvision's
       layout), ``root/mnist`` or ``root``. 60,000 / 10,000 images, 1x28x28.
     - ``cifar10``: the python batches in ``root/cifar-10-batches-py``. 50,000 / 10,000, 3x32x32.
-    - ``stl10``: the binary files in ``root/stl10_binary``. As in paper 000, the 13,000
+    - ``stl10``: the binary files in ``root/stl10_binary``. As in the ICLR 2019 study, the 13,000
       labelled images (train + test files) are split per class into 1,000 train and 300 test
       images (10,000 / 3,000; in general ``round(3/13 * n_c)`` of class ``c`` go to test),
       deterministically (seed 0). 3x96x96.

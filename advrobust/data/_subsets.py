@@ -1,4 +1,4 @@
-"""Nested class-balanced subsets and balanced train/test splits (paper 000, section 3)."""
+"""Nested class-balanced subsets and balanced train/test splits (the ICLR 2019 study, section 3)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def _check_bool(value: object, name: str) -> bool:
 def nested_balanced_subsets(
     targets: object, sizes: Sequence[int], *, seed: int, per_class: bool = False
 ) -> list[np.ndarray]:
-    """Nested, class-balanced subsets ``S_1 ⊂ S_2 ⊂ ... ⊂ S_n`` of a labelled set (paper 000).
+    """Nested, class-balanced subsets ``S_1 ⊂ S_2 ⊂ ... ⊂ S_n`` (ICLR 2019 study).
 
     Each class's examples are put in a random order fixed by ``(seed, class)``; ``S_i`` takes
     the first ``m_i`` examples of every class, so every subset holds the same number of

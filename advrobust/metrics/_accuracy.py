@@ -1,4 +1,4 @@
-"""Accuracy, success rate, Kurakin's accuracy ratio and paper 000's adversarial accuracy."""
+"""Accuracy, success rate, accuracy ratio (Kurakin) and adversarial accuracy (ICLR 2019 study)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def success_rate(
 ) -> SuccessRateResult:
     """Fraction of examples the attack breaks.
 
-    As in paper 000, only clean inputs the model classifies correctly count by default
+    As in the ICLR 2019 study, only clean inputs the model classifies correctly count by default
     (``only_correct=False`` counts every example).
 
     Args:
@@ -193,7 +193,7 @@ def adversarial_accuracy(
     progress: bool = False,
     generator: torch.Generator | None = None,
 ) -> AdversarialAccuracyResult:
-    r"""Adversarial accuracy of paper 000 eq. (5).
+    r"""Adversarial accuracy of the ICLR 2019 study eq. (5).
 
     $$\mathrm{Robustness}(M) = 1 - \frac{\text{wrong predictions} +
     \text{successful attacks}}{|T|}$$

@@ -1,4 +1,4 @@
-"""Minimal distortion by batched per-example bisection, and paper 000's robustness score."""
+"""Minimal distortion by batched per-example bisection; the ICLR 2019 study's robustness score."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from ._results import DistortionResult, RobustnessScoreResult
 
 __all__ = ["minimal_distortion", "robustness_score", "search_attack"]
 
-# Paper 000 (sec. 3.2): I-FGSM with T iterations of eps / T. With a random start (PGD) the
+# The ICLR 2019 study (sec. 3.2): I-FGSM with T iterations of eps / T. With a random start (PGD) the
 # iterate may begin anywhere in the ball, so it gets Madry's 2.5 * eps / T.
 _DEFAULT_STEPS = 10
 
@@ -33,7 +33,7 @@ def search_attack(attack: Attack) -> Attack:
     """The configuration of ``attack`` used inside the eps search.
 
     Iterative gradient attacks with an absolute step size get a step proportional to eps
-    (``rel_alpha``): ``1 / steps`` (``2.5 / steps`` with a random start), the paper 000
+    (``rel_alpha``): ``1 / steps`` (``2.5 / steps`` with a random start), the the ICLR 2019 study
     schedule of T steps of eps / T, so that the attack at eps ``e`` is the same attack scaled
     by ``e``. Attacks already configured with ``rel_alpha``, single-step attacks and CW-L2
     are used as they are.
@@ -298,7 +298,7 @@ def minimal_distortion(
     000's T steps of eps / T), so the attack at each eps is the same attack, scaled. CW-L2 is
     unbounded: its own L2 distances are reported (no bisection; ``lo`` and ``tol`` do not
     apply, and distances above ``hi`` count as unbroken). Clean inputs the model
-    misclassifies are excluded (distance ``nan``), as in paper 000.
+    misclassifies are excluded (distance ``nan``), as in the ICLR 2019 study.
 
     Args:
         model: the attacked classifier (the attack is re-bound to it if built for another).
@@ -372,7 +372,7 @@ def robustness_score(
     progress: bool = False,
     generator: torch.Generator | None = None,
 ) -> RobustnessScoreResult:
-    r"""Paper 000 eq. (4): mean minimal distortion over the commonly-correct set.
+    r"""The ICLR 2019 study eq. (4): mean minimal distortion over the commonly-correct set.
 
     $$\mathrm{Robustness}(M_i) = \frac{1}{|X|} \sum_{x \in X} \|x - x'\|_p$$
 

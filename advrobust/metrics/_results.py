@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 __all__ = [
     "AccuracyResult",
@@ -63,10 +64,21 @@ def _plain(value: object) -> Any:
 
 
 class _Result:
-    """Shared ``to_dict`` for the result dataclasses."""
+    """Shared ``to_dict`` and ``repr`` for the result dataclasses."""
 
     def summary(self) -> dict[str, Scalar]:
         raise TypeError(f"{type(self).__name__} must define summary()")
+
+    @override
+    def __repr__(self) -> str:
+        """One line: the class name and its :meth:`summary`, never the per-example tensors."""
+        parts = []
+        for key, value in self.summary().items():
+            if isinstance(value, float) and not isinstance(value, bool):
+                parts.append(f"{key}={value:.4g}")
+            else:
+                parts.append(f"{key}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     def to_dict(self) -> dict[str, Any]:
         """The summary plus every field as plain Python values (tensors become lists)."""
@@ -76,7 +88,7 @@ class _Result:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class AccuracyResult(_Result):
     """Clean accuracy with the per-example evidence.
 
@@ -105,7 +117,7 @@ class AccuracyResult(_Result):
         return {"accuracy": self.value, "num_examples": self.num_examples}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SuccessRateResult(_Result):
     """Attack success with per-example evidence.
 
@@ -116,7 +128,7 @@ class SuccessRateResult(_Result):
         adv_pred: long ``(N,)`` predictions on the adversarial examples.
         l2: ``(N,)`` L2 norm of each perturbation.
         linf: ``(N,)`` Linf norm of each perturbation.
-        only_correct: whether ``value`` counts only the clean-correct examples (paper 000).
+        only_correct: whether ``value`` counts only the clean-correct examples (ICLR 2019 study).
     """
 
     success: Tensor
@@ -145,7 +157,7 @@ class SuccessRateResult(_Result):
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class AccuracyRatioResult(_Result):
     """Kurakin's accuracy ratio (sec. 4.3): adversarial accuracy over clean accuracy.
 
@@ -183,9 +195,9 @@ class AccuracyRatioResult(_Result):
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class AdversarialAccuracyResult(_Result):
-    """Adversarial accuracy of paper 000 eq. (5).
+    """Adversarial accuracy of the ICLR 2019 study eq. (5).
 
     ``1 - (wrong predictions + successful attacks) / |T|``, an attack on a correctly classified
     ``x`` being successful when ``M(x') != M(x)`` and ``||x - x'||_p <= delta``.
@@ -223,7 +235,7 @@ class AdversarialAccuracyResult(_Result):
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DistortionResult(_Result):
     """Per-example minimal distortion.
 
@@ -293,9 +305,9 @@ class DistortionResult(_Result):
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RobustnessScoreResult(_Result):
-    """Paper 000 eq. (4) for several models over their commonly-correct set X.
+    """The ICLR 2019 study eq. (4) for several models over their commonly-correct set X.
 
     Attributes:
         names: model names (keys of the mapping, or ``"model_0"``... for a sequence).
@@ -327,7 +339,7 @@ class RobustnessScoreResult(_Result):
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TransferResult(_Result):
     """Transfer of one source model's adversarial examples to a target model.
 
@@ -366,7 +378,7 @@ class TransferResult(_Result):
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class TransferMatrixResult(_Result):
     """Transfer rates over all ordered pairs of a dict of models.
 
@@ -439,7 +451,7 @@ class TransferMatrixResult(_Result):
         return "\n".join(rows)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class LabelLeakResult(_Result):
     """Kurakin sec. 4.2 label leaking.
 
@@ -471,9 +483,9 @@ class LabelLeakResult(_Result):
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DeepSecAttackResult(_Result):
-    """DeepSec attack utility metrics (paper 004 table 3), per example.
+    """DeepSec attack utility metrics (Marchetti & Ho 2022 table 3), per example.
 
     Averages other than MR are over the successful adversarial examples among the evaluated
     ones (``evaluated``: the clean-correct examples by default, DeepSec's candidate selection).
@@ -579,9 +591,9 @@ class DeepSecAttackResult(_Result):
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class DeepSecDefenceResult(_Result):
-    """DeepSec defence utility metrics (paper 004 table 4), per example.
+    """DeepSec defence utility metrics (Marchetti & Ho 2022 table 4), per example.
 
     Attributes:
         original_correct: bool ``(N,)`` original model correct.
@@ -640,7 +652,7 @@ class DeepSecDefenceResult(_Result):
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Finding(_Result):
     """One problem found by :func:`advrobust.metrics.sanity_check`.
 
@@ -666,7 +678,7 @@ class Finding(_Result):
         return f"[{self.id}] {self.title}\n  {self.explanation}\n  see {self.docs}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class SanityReport(_Result):
     """Findings of :func:`advrobust.metrics.sanity_check` (empty when every check passed).
 

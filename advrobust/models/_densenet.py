@@ -1,4 +1,4 @@
-"""DenseNets for small images (Huang et al. 2017): DenseNet-40 of paper 000 and DenseNet-BC."""
+"""DenseNets for small images (Huang et al. 2017): DenseNet-40 (ICLR 2019 study) and DenseNet-BC."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def _check_size(name: str, input_size: int) -> None:
         raise input_size_error(name, 4, input_size, "its two transitions halve the map twice")
 
 
-_PAPER = "Huang et al. 2017 (DenseNet); paper 000 table 1"
+_PAPER = "Huang et al. 2017 (DenseNet); the ICLR 2019 study table 1"
 
 
 @register_model(
@@ -174,7 +174,7 @@ def densenet40(
     dropout: float = 0.0,
     width: float = 1.0,
 ) -> DenseNet:
-    """DenseNet-40 (growth 12) of paper 000: exact counts 1,019,722 (10 classes), 1,105,032 (200).
+    """DenseNet-40 (growth 12, ICLR 2019 study): 1,019,722 parameters (10 classes), 1,105,032 (200).
 
     ``conv0`` 3x3 with 16 filters, three dense blocks of 12 BN-ReLU-conv3x3 layers (no bias, no
     bottleneck), transitions BN-ReLU-conv1x1 (no bias, no compression: 160 and 304 maps)-avgpool,

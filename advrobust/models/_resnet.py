@@ -1,4 +1,4 @@
-"""CIFAR-style ResNets (depth 6n+2): Keras resnet v1 layout (paper 000) and He et al. option A."""
+"""CIFAR-style ResNets (depth 6n+2): Keras v1 layout (ICLR 2019 study) and He et al. option A."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class ResNet(nn.Module):
     filters, strides 1, 2, 2), then ``avgpool`` and ``fc`` on the flattened pooled map.
 
     With ``layout="keras"`` (default; the Keras ``cifar10_resnet.py`` resnet v1 example, which
-    reproduces paper 000's counts exactly) every convolution has a bias, the downsampling
+    reproduces the ICLR 2019 study's counts exactly) every convolution has a bias, the downsampling
     shortcuts are 1x1 strided convolutions with bias and no BatchNorm, and the pool is a fixed
     8x8 average pool with stride 8 (global when the last map is smaller than 8x8), so at 96x96
     the last 24x24 map gives 3x3x64 features. With ``layout="he"`` (He et al. 2016, option A)
@@ -179,11 +179,12 @@ def _resnet(
     )
 
 
-_PAPER = "He et al. 2016 (CIFAR ResNets); Keras cifar10_resnet.py v1; paper 000 table 1"
+_PAPER = "He et al. 2016 (CIFAR ResNets); Keras cifar10_resnet.py v1; the ICLR 2019 study table 1"
 _DOC = """ResNet-{depth} (CIFAR style, {n} basic blocks per stage; see :class:`ResNet`).
 
-    The default Keras v1 layout reproduces paper 000 exactly{counts}. ``layout="he"`` gives He
-    et al.'s option A (zero-padding shortcuts, no conv biases, global pooling).
+    The default Keras v1 layout reproduces the ICLR 2019 study exactly{counts}.
+    ``layout="he"`` gives He et al.'s option A (zero-padding shortcuts, no conv biases, global
+    pooling).
 
     Args:
         num_classes: Number of output logits.

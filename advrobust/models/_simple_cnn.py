@@ -1,4 +1,4 @@
-"""The Carlini-Wagner 7-layer CNN ("simple CNN" of paper 000)."""
+"""The Carlini-Wagner 7-layer CNN ("simple CNN" of the ICLR 2019 study)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ class SimpleCNN(nn.Module):
     "simple-cnn",
     family="simple-cnn",
     description="Carlini-Wagner 7-layer CNN: 4 3x3 convs, 2 max-pools, 3 linear layers",
-    paper="Carlini & Wagner 2017 (setup_mnist.py / setup_cifar.py); paper 000 table 1",
+    paper="Carlini & Wagner 2017 (setup_mnist.py / setup_cifar.py); the ICLR 2019 study table 1",
     min_input_size=4,
     num_params={"mnist": 312_202, "cifar10": 1_147_978, "digits": 158_602},
 )
@@ -114,11 +114,11 @@ def simple_cnn(
     dropout: float = 0.5,
     width: float = 1.0,
 ) -> SimpleCNN:
-    """The Carlini-Wagner 7-layer CNN ("simple CNN" of paper 000).
+    """The Carlini-Wagner 7-layer CNN ("simple CNN" of the ICLR 2019 study).
 
     Widths: the ``"mnist"`` variant is 32-32-64-64 / 200-200, the ``"cifar"`` variant
     64-64-128-128 / 256-256. By default the variant follows ``in_channels`` (1 channel: MNIST,
-    otherwise CIFAR). Exact counts with ``padding="valid"`` (paper 000 table 1): 312,202 on
+    otherwise CIFAR). Exact counts with ``padding="valid"`` (ICLR 2019 study table 1): 312,202 on
     MNIST (28x28x1), 1,147,978 on CIFAR-10 (32x32x3).
 
     Padding: the paper's layout uses unpadded ("valid") convolutions, which needs inputs of at

@@ -1,4 +1,4 @@
-"""The 20-layer VGG-like CNN of paper 000 (VGG-11 layout at half width)."""
+"""The 20-layer VGG-like CNN of the ICLR 2019 study (VGG-11 layout at half width)."""
 
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ class VGG(nn.Module):
 @register_model(
     "vgg-20",
     family="vgg",
-    description="VGG-11 layout at half width, FC512-FC512 head (approximates paper 000's count)",
-    paper="Lei et al. (paper 000) table 1, 'simple CNN, 20 layers, VGG-like' (approximate)",
+    description="VGG-11 layout at half width, FC512-FC512 head (approximates the ICLR 2019 count)",
+    paper="the ICLR 2019 study table 1, 'simple CNN, 20 layers, VGG-like' (approximate)",
     min_input_size=32,
     num_params={"stl10": 7_293_642, "tiny-imagenet": 6_080_392, "cifar10": 5_196_490},
     exact=False,
@@ -92,7 +92,7 @@ def vgg20(
     width: float = 1.0,
     dropout: float = 0.5,
 ) -> VGG:
-    """The 20-layer VGG-like CNN of paper 000 for STL-10 and Tiny ImageNet (approximate).
+    """The 20-layer VGG-like CNN of the ICLR 2019 study for STL-10 and Tiny ImageNet (approximate).
 
     Layout: VGG-A (VGG-11) at half width, all convolutions 3x3 'same' with bias and ReLU, 2x2
     max-pools: conv32, pool, conv64, pool, conv128, conv128, pool, conv256, conv256, pool,

@@ -1,4 +1,4 @@
-"""Wide residual networks (Zagoruyko & Komodakis 2016), as used by Madry et al. and paper 004."""
+"""Wide residual networks (Zagoruyko & Komodakis 2016), used by Madry et al. and Marchetti & Ho."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ class WideResNet(nn.Module):
         return logits
 
 
-_PAPER = "Zagoruyko & Komodakis 2016; Madry et al. 2018; paper 004"
+_PAPER = "Zagoruyko & Komodakis 2016; Madry et al. 2018; Marchetti & Ho 2022"
 
 
 @register_model(

@@ -1,9 +1,11 @@
 """advrobust.study: experiment grids, resumable and shardable, with tables, figures and a CLI.
 
 A study trains every model of a list on every subset S_1 ⊂ ... ⊂ S_n of a dataset with every
-training recipe, evaluates accuracy and robustness (paper 000 eqs. 4 and 5, transfer, label
-leaking, DeepSec), and writes a tidy table and figures of accuracy and robustness against
-training-set size::
+training recipe, evaluates accuracy and robustness (eqs. 4 and 5 of "How training data affect
+the accuracy and robustness of neural networks for image classification", ICLR 2019
+submission; transfer, label leaking, DeepSec), and writes a tidy table and figures of accuracy
+and robustness against training-set size, with confidence intervals and a report
+(``write_report``)::
 
     from advrobust.study import load_preset, run_study
     result = run_study(load_preset("digits"), "study-digits")
@@ -12,6 +14,12 @@ training-set size::
 The same runs from the shell: ``advrobust study run --preset digits``.
 """
 
+from ._analysis import SUMMARY_COLUMNS as SUMMARY_COLUMNS
+from ._analysis import example_key as example_key
+from ._analysis import find_turning_points as find_turning_points
+from ._analysis import pareto_frontier as pareto_frontier
+from ._analysis import scaling_law as scaling_law
+from ._analysis import summarize as summarize
 from ._config import ATTACK_NAMES as ATTACK_NAMES
 from ._config import METRICS as METRICS
 from ._config import RECIPE_KINDS as RECIPE_KINDS
@@ -32,11 +40,15 @@ from ._plots import plot_results as plot_results
 from ._presets import list_presets as list_presets
 from ._presets import load_preset as load_preset
 from ._presets import preset_text as preset_text
+from ._report import write_report as write_report
 from ._results import COLUMNS as COLUMNS
 from ._results import build_rows as build_rows
+from ._results import example_values as example_values
 from ._results import format_summary as format_summary
+from ._results import read_example_values as read_example_values
 from ._results import read_results as read_results
 from ._results import turning_points as turning_points
+from ._results import write_example_values as write_example_values
 from ._results import write_results as write_results
 from ._runner import StudyConfigMismatchError as StudyConfigMismatchError
 from ._runner import StudyResult as StudyResult
@@ -51,6 +63,7 @@ __all__ = [
     "COLUMNS",
     "METRICS",
     "RECIPE_KINDS",
+    "SUMMARY_COLUMNS",
     "AttackSpec",
     "Cell",
     "ConfigError",
@@ -66,18 +79,27 @@ __all__ = [
     "build_rows",
     "enumerate_cells",
     "evaluation_sample",
+    "example_key",
+    "example_values",
     "finalize_study",
+    "find_turning_points",
     "format_summary",
     "list_presets",
     "load_cell_model",
     "load_preset",
     "merge_studies",
+    "pareto_frontier",
     "parse_shard",
     "plot_results",
     "preset_text",
+    "read_example_values",
     "read_results",
     "run_study",
+    "scaling_law",
     "shard_cells",
+    "summarize",
     "turning_points",
+    "write_example_values",
+    "write_report",
     "write_results",
 ]

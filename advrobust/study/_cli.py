@@ -5,6 +5,7 @@ Commands::
     advrobust study run CONFIG | --preset NAME [--out DIR] [--shard i/n] [--device D] [--root DIR]
     advrobust study merge OUT_DIRS... --out DIR [--device D] [--root DIR]
     advrobust study plot DIR
+    advrobust study report DIR [--confidence C]
     advrobust study presets [--show NAME]
     advrobust models [--dataset NAME | --num-classes K --in-channels C --input-size S] [--filter P]
     advrobust evaluate --model NAME --weights FILE --dataset NAME [--attack NAME ...] [--eps E ...]
@@ -221,6 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("dir", help="study folder (holding results.json)")
     plot.add_argument("--out", help="figure folder (default: DIR/figures)")
     _add_common(plot)
+
+    report = study_cmds.add_parser(
+        "report",
+        help="write DIR/report.md, LaTeX tables and figures with confidence intervals",
+        description="Summarise a study folder: mean and confidence interval per cell and metric, "
+        "the turning points the intervals support, Su et al.'s scaling-law fit and Pareto "
+        "frontier, the timings, figures (PNG, SVG, PDF) and LaTeX tables in DIR/tables.",
+    )
+    report.add_argument("dir", help="study folder (holding results.json)")
+    report.add_argument(
+        "--confidence", type=float, default=0.95, help="confidence level (default 0.95)"
+    )
 
     presets = study_cmds.add_parser("presets", help="list the shipped presets")
     presets.add_argument("--show", metavar="NAME", help="print a preset's TOML")
@@ -519,6 +532,17 @@ def _cmd_study_plot(args: argparse.Namespace) -> int:
     figures = plot_results(rows, Path(args.out) if args.out else folder / "figures")
     for path in figures:
         print(path)
+    return 0
+
+
+def _cmd_study_report(args: argparse.Namespace) -> int:
+    from ._report import write_report
+
+    if not 0.0 < args.confidence < 1.0:
+        raise ValueError(f"--confidence must be in (0, 1), got {args.confidence}")
+    path = write_report(args.dir, confidence=args.confidence)
+    print(f"report: {path}")
+    print(f"tables: {path.parent / 'tables'}")
     return 0
 
 
@@ -917,6 +941,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("study", "run"): _cmd_study_run,
         ("study", "merge"): _cmd_study_merge,
         ("study", "plot"): _cmd_study_plot,
+        ("study", "report"): _cmd_study_report,
         ("study", "presets"): _cmd_study_presets,
         ("models", None): _cmd_models,
         ("evaluate", None): _cmd_evaluate,

@@ -49,7 +49,7 @@ METRICS: tuple[str, ...] = (
 RECIPE_KINDS: tuple[str, ...] = ("clean", "kurakin", "pgd-at")
 #: Augmentations by name (``training.augmentation`` / ``models[i].augmentation``).
 AUGMENTATIONS: tuple[str, ...] = ("shift", "flip", "rotation")
-#: Sets X over which the robustness score (paper 000 eq. 4) is averaged.
+#: Sets X over which the robustness score (the ICLR 2019 study eq. 4) is averaged.
 COMMON_SETS: tuple[str, ...] = ("sizes", "models", "all")
 #: Attack classes of :mod:`advrobust.attacks` that a study can name.
 ATTACK_NAMES: tuple[str, ...] = ("FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2")
@@ -287,8 +287,8 @@ class ModelSpec(_Spec):
         label: the model's name in tables, file names and legends (default: ``name`` plus
             the kwargs, e.g. ``simple-cnn-width=2``); must be unique within a study.
         normalize: prepend ``Normalize(mean, std)`` of the dataset as the first layer.
-        augmentation: per-model augmentation overriding ``training.augmentation`` (paper 000's
-            "ResNet+D" models); None means the training default.
+        augmentation: per-model augmentation overriding ``training.augmentation``
+            (the ICLR 2019 study's "ResNet+D" models); None means the training default.
     """
 
     name: str
@@ -334,7 +334,7 @@ class RecipeSpec(_Spec):
         name: the recipe's name in tables and file names (e.g. ``clean``, ``kurakin-stepll``).
         kind: ``clean`` (k = 0), ``kurakin`` (mixed batch, k of m replaced, loss weighted by
             lambda, per-example random eps; Kurakin et al. 2016 algorithm 1) or ``pgd-at``
-            (Madry / paper 004 PAT: k = m, lambda = 1, PGD eps 8/255, 10 steps of 2/255).
+            (Madry / Marchetti & Ho 2022 PAT: k = m, lambda = 1, PGD eps 8/255, 10 steps of 2/255).
         settings: further :class:`advrobust.training.TrainConfig` fields for this recipe
             (``k``, ``fraction``, ``adv_weight``, ``attack``, ``eps``, ``delay`` ...); they
             override the defaults of ``kind``.
@@ -407,18 +407,18 @@ class EvalSpec(_Spec):
 
     Args:
         metrics: names from ``accuracy``, ``robustness-linf`` (I-FGSM minimal Linf distortion,
-            robustness score of paper 000 eq. 4), ``robustness-l2`` (CW-L2 distortion, eq. 4),
+            robustness score, eq. 4 of the ICLR 2019 study), ``robustness-l2`` (CW-L2, eq. 4),
             ``adversarial-accuracy`` (eq. 5 at each of ``deltas``), ``transfer-matrix``,
             ``label-leak`` and ``deepsec``.
         num_examples: size of the fixed, seeded sample of the test split used by the attack
             metrics (the same examples for every model).
         accuracy_examples: number of test examples for clean accuracy (None: the whole split).
         batch_size: evaluation batch size.
-        common_set: the set X of eq. 4: ``sizes`` (paper 000: the examples that every subset
+        common_set: the set X of eq. 4: ``sizes`` (ICLR 2019 study: the examples that every subset
             size's model of one architecture and recipe classifies correctly), ``models`` (every
             model of one subset size and recipe) or ``all`` (every model of the study).
         linf_attack: the fixed-eps attack whose smallest successful eps is searched by bisection
-            (I-FGSM with T steps of eps/T, paper 000 sec. 3.2).
+            (I-FGSM with T steps of eps/T, the ICLR 2019 study sec. 3.2).
         linf_max: upper end of the Linf search range.
         linf_tol: bisection tolerance.
         l2_attack: the unbounded L2 attack (Carlini-Wagner L2).

@@ -2,7 +2,9 @@
 
 Every finished cell leaves ``cells/<key>/cell.json`` (scalar metrics with the attack that
 produced them) and ``cells/<key>/per_example.npz`` (per-example correctness and minimal
-distortions on the fixed evaluation sample). The robustness score of paper 000 eq. 4 needs the
+distortions on the fixed evaluation sample). The robustness score of eq. 4 of "How training data
+affect the accuracy and robustness of neural networks for image classification" (ICLR 2019
+submission) needs the
 set X of examples that *every* model of a group classifies correctly, so it is computed here, at
 aggregation time, from the per-example records: this is what lets shards run independently and
 :func:`advrobust.study.merge_studies` reproduce a full run's table exactly.
@@ -20,18 +22,22 @@ from typing import Any
 
 import numpy as np
 
+from ._analysis import example_key, find_turning_points, summarize
 from ._config import StudyConfig
 from ._grid import Cell, enumerate_cells
-from ._state import atomic_write_json, atomic_write_text, load_arrays, read_json
+from ._state import atomic_write_json, atomic_write_text, load_arrays, read_json, save_arrays
 
 __all__ = [
     "COLUMNS",
     "build_rows",
     "cell_dir",
+    "example_values",
     "finished_cells",
     "format_summary",
+    "read_example_values",
     "read_results",
     "turning_points",
+    "write_example_values",
     "write_results",
 ]
 
@@ -110,8 +116,13 @@ def _robustness_rows(
     out_dir: Path,
     cells: Sequence[Cell],
     records: Mapping[str, Mapping[str, Any]],
+    samples: dict[str, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
-    """Eq. 4 over the commonly-correct set X, for every group whose cells are all finished."""
+    """Eq. 4 over the commonly-correct set X, for every group whose cells are all finished.
+
+    With ``samples`` given, it also receives each score's per-example distances (the values
+    whose mean is the score) under :func:`advrobust.study.example_key` of its row.
+    """
     norms = [
         (norm, metric)
         for norm, metric in (("linf", "robustness-linf"), ("l2", "robustness-l2"))
@@ -150,6 +161,8 @@ def _robustness_rows(
                         attack_config=info["config"],
                     )
                 )
+                if samples is not None:
+                    samples[example_key(rows[-1])] = np.asarray(dist[usable], dtype=np.float64)
                 rows.append(
                     _row(
                         config,
@@ -163,6 +176,51 @@ def _robustness_rows(
                     )
                 )
     return rows
+
+
+def example_values(config: StudyConfig, out_dir: str | Path) -> dict[str, np.ndarray]:
+    """Per-example values behind the mean-valued rows of a study folder, by row key.
+
+    The robustness scores (eq. 4: the distances over the commonly-correct set X) and the mean
+    minimal distortions (each cell's distances of its broken examples), keyed by
+    :func:`advrobust.study.example_key` of their rows. These are what the bootstrap intervals
+    of single-replicate cells resample (:func:`advrobust.study.summarize`); proportions
+    (accuracy, adversarial accuracy) need no store, their 0/1 outcomes follow from value
+    and ``n``. :func:`write_example_values` keeps them in ``example_values.npz``.
+    """
+    out_dir = Path(out_dir)
+    cells = enumerate_cells(config)
+    records = finished_cells(out_dir, cells)
+    samples: dict[str, np.ndarray] = {}
+    _robustness_rows(config, out_dir, cells, records, samples)
+    for cell in cells:
+        rec = records.get(cell.key)
+        path = cell_dir(out_dir, cell) / "per_example.npz"
+        if rec is None or not path.is_file():
+            continue
+        arrays = load_arrays(path)
+        for item in rec["rows"]:
+            metric = str(item["metric"])
+            if metric.startswith("mean_distortion_"):
+                norm = metric.removeprefix("mean_distortion_")
+                if f"{norm}_found" in arrays:
+                    found = arrays[f"{norm}_found"].astype(bool)
+                    dist = np.asarray(arrays[f"{norm}_distance"], dtype=np.float64)[found]
+                    samples[example_key(_row(config, rec, **item))] = dist
+    return samples
+
+
+def write_example_values(out_dir: str | Path, values: Mapping[str, np.ndarray]) -> Path:
+    """Write ``example_values.npz`` (one array per row key) atomically; returns its path."""
+    path = Path(out_dir) / "example_values.npz"
+    save_arrays(path, dict(values))
+    return path
+
+
+def read_example_values(out_dir: str | Path) -> dict[str, np.ndarray]:
+    """The per-example values of ``example_values.npz`` in a study folder ({} if absent)."""
+    path = Path(out_dir) / "example_values.npz"
+    return dict(load_arrays(path)) if path.is_file() else {}
 
 
 def build_rows(config: StudyConfig, out_dir: str | Path) -> list[dict[str, Any]]:
@@ -266,21 +324,6 @@ def _metric_label(row: Mapping[str, Any]) -> str:
     return metric
 
 
-def _series(
-    rows: Iterable[Mapping[str, Any]],
-) -> dict[tuple[str, str], dict[str, dict[int, float]]]:
-    """{(model, recipe): {metric label: {subset size: value}}} (transfer rows left out)."""
-    out: dict[tuple[str, str], dict[str, dict[int, float]]] = {}
-    for row in rows:
-        if row.get("target"):
-            continue
-        key = (str(row["model"]), str(row["recipe"]))
-        out.setdefault(key, {}).setdefault(_metric_label(row), {})[int(row["subset_size"])] = float(
-            row["value"]
-        )
-    return out
-
-
 def _fmt(value: float | None) -> str:
     if value is None or math.isnan(value):
         return "-"
@@ -289,28 +332,52 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}"
 
 
-def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A plain-text table: one line per (model, recipe, subset size), main metrics as columns."""
-    series = _series(rows)
+def _fmt_interval(row: Mapping[str, Any] | None) -> str:
+    """``mean [low, high]`` (or the mean alone when there is no interval)."""
+    if row is None:
+        return "-"
+    text = _fmt(row["mean"])
+    if not math.isnan(row["ci_low"]):
+        text += f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+    return text
+
+
+def format_summary(
+    rows: Sequence[Mapping[str, Any]], examples: Mapping[str, np.ndarray] | None = None
+) -> str:
+    """A plain-text table: one line per (model, recipe, subset size), main metrics as columns.
+
+    Each entry is the mean over replicates with its 95% confidence interval in brackets
+    (:func:`advrobust.study.summarize`; ``examples`` feeds the bootstrap of single-replicate
+    robustness scores), followed by the turning points the intervals support
+    (:func:`advrobust.study.find_turning_points`).
+    """
+    summary = summarize(rows, examples)
+    table: dict[tuple[str, str], dict[str, dict[int, Mapping[str, Any]]]] = {}
     labels: list[str] = []
-    for metrics in series.values():
-        for label in metrics:
-            if label not in labels and not label.startswith(("unbroken", "deepsec")):
-                labels.append(label)
+    for row in summary:
+        label = _metric_label(row)
+        if label.startswith(("unbroken", "deepsec")):
+            continue
+        if label not in labels:
+            labels.append(label)
+        key = (str(row["model"]), str(row["recipe"]))
+        table.setdefault(key, {}).setdefault(label, {})[int(row["subset_size"])] = row
 
     def rank(label: str) -> tuple[int, str]:
         base = label.split("@")[0]
         return (_SUMMARY_METRICS.index(base) if base in _SUMMARY_METRICS else 10, label)
 
     labels.sort(key=rank)
+    replicates = max((int(r["replicates"]) for r in summary), default=1)
     header = ["model", "recipe", "train size", *labels]
     lines: list[list[str]] = []
-    for (model, recipe), metrics in series.items():
+    for (model, recipe), metrics in table.items():
         sizes = sorted({s for values in metrics.values() for s in values})
         for size in sizes:
             lines.append(
                 [model, recipe, str(size)]
-                + [_fmt(metrics.get(label, {}).get(size)) for label in labels]
+                + [_fmt_interval(metrics.get(label, {}).get(size)) for label in labels]
             )
     widths = [
         max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
@@ -320,53 +387,34 @@ def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
     out.append("  ".join("-" * w for w in widths))
     for line in lines:
         out.append("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)))
-    for tp in turning_points(rows):
+    how = (
+        f"t-interval over {replicates} replicates"
+        if replicates > 1
+        else "bootstrap over evaluation examples"
+    )
+    out.append(f"[brackets]: 95% confidence interval ({how})")
+    for tp in find_turning_points(summary):
         out.append(
             f"turning point: {tp['model']} ({tp['recipe']}) {tp['metric']} peaks at "
-            f"{tp['size']} examples ({tp['peak']:.4f}) and falls to {tp['last']:.4f} at "
-            f"{tp['last_size']} while accuracy rises {tp['accuracy_at_peak']:.4f} -> "
-            f"{tp['accuracy_last']:.4f}"
+            f"{tp['size']} examples ({tp['peak']:.4f}, interval {tp['peak_ci'][0]:.4f} to "
+            f"{tp['peak_ci'][1]:.4f}) and falls to {tp['fall']:.4f} (interval "
+            f"{tp['fall_ci'][0]:.4f} to {tp['fall_ci'][1]:.4f}) at {tp['fall_size']} while "
+            f"accuracy rises {tp['accuracy_at_peak']:.4f} -> {tp['accuracy_at_fall']:.4f}"
         )
     return "\n".join(out)
 
 
 def turning_points(
-    rows: Sequence[Mapping[str, Any]], *, min_drop: float = 0.0
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    examples: Mapping[str, np.ndarray] | None = None,
+    chance: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Paper 000's turning points: robustness peaks, then falls while accuracy keeps rising.
+    """Turning points of a results table that its confidence intervals support.
 
-    For every (model, recipe) and robustness metric (``robustness_linf``/``robustness_l2``),
-    with sizes s_1 < ... < s_n: let j be the size of largest robustness. A turning point is
-    reported when j < n, robustness at s_n is below the peak by more than ``min_drop``
-    (relative) and accuracy at s_n is above accuracy at s_j. ``rises_first`` tells whether
-    robustness also rose before the peak (j > 1), the shape paper 000 describes.
+    Shorthand for ``find_turning_points(summarize(rows, examples), chance=chance)``: robustness
+    peaks at some training-set size and then falls by more than the 95% intervals allow
+    (non-overlapping intervals), on a model above chance accuracy whose accuracy keeps rising.
+    See :func:`advrobust.study.find_turning_points` for the rule.
     """
-    out: list[dict[str, Any]] = []
-    for (model, recipe), metrics in _series(rows).items():
-        acc = metrics.get("accuracy", {})
-        for name in ("robustness_linf", "robustness_l2"):
-            rob = metrics.get(name, {})
-            sizes = [s for s in sorted(rob) if s in acc and not math.isnan(rob[s])]
-            if len(sizes) < 2:
-                continue
-            peak = max(sizes, key=lambda s: rob[s])
-            last = sizes[-1]
-            if peak == last:
-                continue
-            drop = (rob[peak] - rob[last]) / max(abs(rob[peak]), 1e-12)
-            if drop > min_drop and acc[last] > acc[peak]:
-                out.append(
-                    {
-                        "model": model,
-                        "recipe": recipe,
-                        "metric": name,
-                        "size": peak,
-                        "peak": rob[peak],
-                        "last_size": last,
-                        "last": rob[last],
-                        "accuracy_at_peak": acc[peak],
-                        "accuracy_last": acc[last],
-                        "rises_first": peak != sizes[0],
-                    }
-                )
-    return out
+    return find_turning_points(summarize(rows, examples), chance=chance)

@@ -404,7 +404,7 @@ def adversarial_accuracies(
     batch_size: int,
     generator: torch.Generator | None,
 ) -> list[float]:
-    """Paper 000 eq. 5 (:func:`advrobust.metrics.adversarial_accuracy`) at every Delta."""
+    """The ICLR 2019 study eq. 5 (:func:`advrobust.metrics.adversarial_accuracy`) at every Delta."""
     from advrobust import metrics as M
 
     return [

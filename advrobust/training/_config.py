@@ -19,7 +19,7 @@ _SCHEDULERS = ("cosine", "step", "multistep")
 _AMP = ("none", "bf16", "fp16")
 _LABELS = ("true", "predicted")
 _SELECTION = ("first", "random")
-KURAKIN_FRACTION = 0.5  # k = 16 of m = 32 (paper 002, sec. 3 and appendix E)
+KURAKIN_FRACTION = 0.5  # k = 16 of m = 32 (Kurakin et al. 2017, sec. 3 and appendix E)
 
 
 def attack_names() -> list[str]:
@@ -112,7 +112,7 @@ class TrainConfig:
             ``"random"``.
         delay: number of initial optimisation steps with clean batches only (paper: 10k).
         attack_labels: ``"true"`` (the attack sees the true labels) or ``"predicted"`` (it
-            uses the model's predictions, which avoids label leaking, paper 002 sec. 4.2).
+            uses the model's predictions, which avoids label leaking, Kurakin et al. 2017 sec. 4.2).
         grad_clip: max global gradient L2 norm, or None for no clipping.
         amp: ``"none"``, ``"bf16"`` or ``"fp16"``: ``torch.autocast`` for the training forward
             pass. fp16 needs CUDA and uses a GradScaler; bf16 works on CUDA and on the CPU.
@@ -297,7 +297,7 @@ class TrainConfig:
     # ------------------------------------------------------------------ presets
     @classmethod
     def kurakin(cls, **changes: Any) -> TrainConfig:
-        """Kurakin's mixed-batch recipe (paper 002, sec. 3): step l.l., 16 of 32, lambda 0.3.
+        """Kurakin's mixed-batch recipe (Kurakin et al. 2017): step l.l., 16 of 32, lambda 0.3.
 
         Per-example eps from the truncated normal (std 8/255, max 16/255). ``changes`` override
         any field.
@@ -316,7 +316,7 @@ class TrainConfig:
 
     @classmethod
     def pgd_at(cls, **changes: Any) -> TrainConfig:
-        """Madry's PGD adversarial training (paper 004's PAT): every example replaced (k = m).
+        """Madry's PGD adversarial training (PAT of Marchetti & Ho 2022): all examples replaced.
 
         ``lambda = 1``, PGD with eps 8/255, 10 steps of 2/255 with a random start, and a fixed
         eps of 8/255 for every example. ``changes`` override any field.

@@ -1,4 +1,4 @@
-"""Per-example epsilon samplers (paper 002, sec. 3: a random eps for every training example)."""
+"""Per-example epsilon samplers (Kurakin et al. 2017 sec. 3: a random eps per training example)."""
 
 from __future__ import annotations
 
@@ -104,9 +104,10 @@ class EpsSampler(abc.ABC):
 class TruncatedNormalEps(EpsSampler):
     r"""Kurakin's epsilon: ``|X|`` with ``X ~ N(0, std)`` truncated to ``[-max, max]``.
 
-    Paper 002, sec. 3 (TensorFlow ``abs(truncated_normal(stddev=8))`` on the 0-255 scale, which
-    truncates at two standard deviations): the defaults ``std = 8/255`` and ``max = 16/255`` give
-    epsilons in ``[0, 16/255]`` with density proportional to ``exp(-e^2 / (2 std^2))``.
+    Kurakin et al. 2017, sec. 3 (TensorFlow ``abs(truncated_normal(stddev=8))`` on the 0-255
+    scale, which truncates at two standard deviations): the defaults ``std = 8/255`` and
+    ``max = 16/255`` give epsilons in ``[0, 16/255]`` with density proportional to
+    ``exp(-e^2 / (2 std^2))``.
 
     Sampled exactly by the inverse CDF, vectorised:
     ``eps = std * sqrt(2) * erfinv(U * erf(max / (std * sqrt(2))))`` with ``U ~ U[0, 1)``.
@@ -137,14 +138,10 @@ class TruncatedNormalEps(EpsSampler):
 
     @property
     def mean(self) -> float:
-        """The exact mean of the distribution."""
-        a = self.max / self.std
-        return (
-            self.std
-            * math.sqrt(2.0 / math.pi)
-            * (1.0 - math.exp(-0.5 * a * a))
-            / math.erf(a / math.sqrt(2.0))
-        )
+        """The exact mean of the distribution (``scipy.stats.truncnorm`` on ``[0, max]``)."""
+        from scipy import stats
+
+        return float(stats.truncnorm(0.0, self.max / self.std, scale=self.std).mean())
 
     def _sample(
         self, batch_size: int, device: torch.device | str | None, generator: torch.Generator | None
@@ -194,8 +191,8 @@ class UniformEps(EpsSampler):
 class FixedEps(EpsSampler):
     """The same epsilon for every example.
 
-    Madry's PGD training uses a fixed eps; paper 002 (sec. 3) warns that training with a fixed
-    eps makes the network robust to that epsilon only.
+    Madry's PGD training uses a fixed eps; Kurakin et al. 2017 (sec. 3) warn that training with a
+    fixed eps makes the network robust to that epsilon only.
 
     Args:
         eps: the epsilon (>= 0), in input units.

@@ -1,4 +1,4 @@
-"""Which examples of a minibatch are replaced by adversarial ones (paper 002, algorithm 1)."""
+"""Which examples of a minibatch are replaced by adversarial ones (Kurakin et al. 2017, alg. 1)."""
 
 from __future__ import annotations
 

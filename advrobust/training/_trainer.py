@@ -2,47 +2,41 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import math
 import os
-import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .._validate import describe, model_state_guard
+from .._atomic import remove_stale_temporaries
+from .._distributed import all_reduce_sum, barrier, dist_info
+from .._validate import check_labels, check_logits, describe, model_state_guard
 from ..attacks import Attack
-from ._checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ._config import TrainConfig, _thaw
-from ._distributed import (
-    EvalShardSampler,
-    TensorBatches,
-    all_reduce_sum,
-    barrier,
-    broadcast_buffers,
-    dist_info,
-    gather_objects,
+from ._build import (
+    build_attack,
+    build_optimizer,
+    build_scheduler,
+    check_optimizer,
+    resolve_device,
 )
+from ._checkpoint import load_checkpoint, save_checkpoint
+from ._config import TrainConfig, _thaw
+from ._data import TensorBatches, is_sharded, make_loader, preflight, unpack_batch
+from ._epoch import run_epoch
 from ._eps import EpsSampler
+from ._interrupts import DeferredInterrupt
 from ._loss import LossFn, mixed_batch_loss
 from ._records import BatchInfo as BatchInfo
 from ._records import Callback as Callback
 from ._records import EpochStats as EpochStats
 from ._records import History as History
 from ._select import split_indices
-from ._state import (
-    DeferredInterrupt,
-    check_state_dict_fits,
-    derive_seed,
-    get_rng_state,
-    set_rng_state,
-)
+from ._state import derive_seed, restore_trainer_state, trainer_state
+from ._step import StepFigures as StepFigures
+from ._step import StepOutput as StepOutput
 
 __all__ = [
     "AdversarialTrainer",
@@ -51,12 +45,12 @@ __all__ = [
     "EpochStats",
     "History",
     "NonFiniteLossError",
+    "StepFigures",
+    "StepOutput",
 ]
 
 Regularizer = Callable[[nn.Module, Tensor, Tensor], Tensor]
 _CKPT_NAME = "last.pt"
-# Fields that may differ between a checkpoint's config and the resuming trainer's config.
-_RESUME_FREE_FIELDS = frozenset({"epochs", "checkpoint_every", "log_every"})
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -146,12 +140,7 @@ class AdversarialTrainer:
         params = list(model.parameters())
         if not params:
             raise ValueError("model has no parameters to train")
-        if device is None:
-            self.device = params[0].device
-        else:
-            self.device = torch.device(device)
-            if any(p.device != self.device for p in params):
-                model.to(self.device)
+        self.device = resolve_device(model, device)
         if config.amp == "fp16" and self.device.type != "cuda":
             raise ValueError(
                 f"amp='fp16' needs a CUDA device (training on {self.device}); use amp='bf16' "
@@ -177,26 +166,15 @@ class AdversarialTrainer:
         self.attack: Attack = (
             self._check_attack(attack, "attack")
             if attack is not None
-            else self._build_attack(_thaw(config.attack))
+            else build_attack(model, _thaw(config.attack))
         )
         self.eps_sampler: EpsSampler = config.eps_sampler()
 
         if optimizer is None:
-            optimizer = self._build_optimizer()
-        elif not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {describe(optimizer)}")
-        else:
-            own = {id(p) for p in params}
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if id(p) not in own:
-                        raise ValueError(
-                            "optimizer holds parameters that are not the model's; build it "
-                            "from model.parameters()"
-                        )
-        self.optimizer = optimizer
+            optimizer = build_optimizer(model, config)
+        self.optimizer = check_optimizer(optimizer, params)
         if scheduler is None:
-            scheduler = self._build_scheduler()
+            scheduler = build_scheduler(optimizer, config)
         self.scheduler = scheduler
         self.scaler: torch.amp.GradScaler | None = (
             torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
@@ -212,12 +190,13 @@ class AdversarialTrainer:
         self.history = History()
         self.stop_training = False
         self._batch_in_epoch = 0
-        self._partial: tuple[Tensor, int] | None = None
+        self._partial: tuple[StepFigures, int] | None = None
         self._epoch_start_rng: dict[str, Any] | None = None
         self._committed_rng: dict[str, Any] | None = None
         self._resume_partial: dict[str, Any] | None = None
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self._interrupts = DeferredInterrupt()
+        self._check_first_batch = False
 
     # ------------------------------------------------------------------ construction helpers
     def _check_attack(self, attack: object, name: str) -> Attack:
@@ -230,51 +209,6 @@ class AdversarialTrainer:
                 f"at {id(self.model):#x}); use {name}.with_model(model)"
             )
         return attack
-
-    def _build_attack(self, spec: dict[str, Any]) -> Attack:
-        from .. import attacks
-
-        name = spec.pop("name")
-        cls = getattr(attacks, name, None)
-        if not (isinstance(cls, type) and issubclass(cls, Attack)):
-            raise ValueError(f"config.attack names an unknown attack {name!r}")
-        built: Attack = cls(self.model, **spec)
-        return built
-
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        cfg = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(
-                params,
-                lr=cfg.lr,
-                momentum=cfg.momentum,
-                weight_decay=cfg.weight_decay,
-                nesterov=cfg.nesterov,
-            )
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    def _build_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
-        spec = self.config.scheduler
-        if spec is None:
-            return None
-        sched = torch.optim.lr_scheduler
-        name = spec["name"]
-        if name == "cosine":
-            return sched.CosineAnnealingLR(
-                self.optimizer, T_max=self.config.epochs, eta_min=float(spec.get("eta_min", 0.0))
-            )
-        if name == "step":
-            return sched.StepLR(
-                self.optimizer,
-                step_size=int(spec["step_size"]),
-                gamma=float(spec.get("gamma", 0.1)),
-            )
-        return sched.MultiStepLR(
-            self.optimizer,
-            milestones=[int(m) for m in spec["milestones"]],
-            gamma=float(spec.get("gamma", 0.1)),
-        )
 
     # ------------------------------------------------------------------ data
     def make_loader(
@@ -303,103 +237,16 @@ class AdversarialTrainer:
         * any other iterable of ``(x, y)`` batches: used as is (``set_epoch`` is called if it
           exists).
         """
-        from ..data import TensorLoader
-
-        x_y: tuple[Tensor, Tensor] | None = None
-        if (
-            isinstance(data, (tuple, list))
-            and len(data) == 2
-            and all(isinstance(t, Tensor) for t in data)
-        ):
-            x_y = (data[0], data[1])
-        elif isinstance(getattr(data, "data", None), Tensor) and isinstance(
-            getattr(data, "targets", None), Tensor
-        ):
-            x_y = (data.data, data.targets)
-        if x_y is not None:
-            return TensorBatches(
-                x_y[0],
-                x_y[1],
-                batch_size=self.config.batch_size,
-                shuffle=shuffle,
-                base_seed=derive_seed(self.config.seed, "data"),
-                rank=self.rank,
-                world_size=self.world_size,
-                pad=not evaluation,
-            )
-        if isinstance(data, TensorLoader):
-            if self.world_size > 1:
-                return TensorBatches(
-                    data.x,
-                    data.y,
-                    batch_size=data.batch_size,
-                    shuffle=data.shuffle,
-                    base_seed=data.base_seed,
-                    drop_last=data.drop_last,
-                    augment=data.augment,
-                    rank=self.rank,
-                    world_size=self.world_size,
-                    pad=not evaluation,
-                )
-            return data
-        if isinstance(data, torch.utils.data.DataLoader):
-            if self.world_size > 1 and not isinstance(
-                data.sampler, (torch.utils.data.DistributedSampler, EvalShardSampler)
-            ):
-                return cast(Iterable[Any], self._distributed_dataloader(data, name, evaluation))
-            return data
-        if isinstance(data, Iterable) and not isinstance(data, (str, bytes, Tensor)):
-            return data
-        raise TypeError(
-            f"{name} must be (x, y) tensors, an ImageDataset, a TensorLoader, a DataLoader or "
-            f"an iterable of (x, y) batches, got {describe(data)}"
+        return make_loader(
+            data,
+            batch_size=self.config.batch_size,
+            seed=self.config.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+            shuffle=shuffle,
+            name=name,
+            evaluation=evaluation,
         )
-
-    def _distributed_dataloader(self, loader: Any, name: str, evaluation: bool) -> Any:
-        from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
-
-        if loader.batch_size is None:
-            raise ValueError(
-                f"{name}: cannot shard a DataLoader with a custom batch_sampler over ranks; "
-                f"give it a DistributedSampler yourself"
-            )
-        sampler: Sampler[Any]
-        if evaluation:
-            sampler = EvalShardSampler(len(loader.dataset), self.rank, self.world_size)
-        else:
-            sampler = DistributedSampler(
-                loader.dataset,
-                num_replicas=self.world_size,
-                rank=self.rank,
-                shuffle=isinstance(loader.sampler, RandomSampler),
-                seed=self.config.seed,
-                drop_last=loader.drop_last,
-            )
-        return DataLoader(
-            loader.dataset,
-            batch_size=loader.batch_size,
-            sampler=sampler,
-            num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn,
-            pin_memory=loader.pin_memory,
-            drop_last=loader.drop_last,
-        )
-
-    def _unpack(self, batch: Any, name: str) -> tuple[Tensor, Tensor]:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise TypeError(f"{name} must yield (x, y) batches, got {describe(batch)}")
-        x, y = batch[0], batch[1]
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"{name} batches: x must be a floating-point tensor, got {describe(x)}")
-        if not isinstance(y, Tensor) or y.is_floating_point() or y.dim() != 1:
-            raise TypeError(f"{name} batches: y must be a 1-D integer tensor, got {describe(y)}")
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"{name} batches: x has {x.shape[0]} examples but y has {y.shape[0]}")
-        if x.device != self.device:
-            x = x.to(self.device, non_blocking=True)
-        if y.device != self.device:
-            y = y.to(self.device, non_blocking=True)
-        return x, y.long()
 
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> Any:
@@ -407,19 +254,21 @@ class AdversarialTrainer:
         dtype = torch.bfloat16 if amp == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=amp != "none")
 
-    def train_step(
-        self, x: Tensor, y: Tensor, *, nominal_batch: int | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, int, Tensor, Tensor]:
-        """One step of algorithm 1 on a minibatch ``(x, y)``.
+    def train_step(self, x: Tensor, y: Tensor, *, nominal_batch: int | None = None) -> StepOutput:
+        """One step of algorithm 1 on a minibatch ``(x, y)`` (already on the training device).
 
         With an int ``config.k`` and a batch smaller than ``nominal_batch`` (the last batch of
         an epoch), ``k`` is scaled to the same share: ``round(k * m / nominal_batch)``.
 
         Returns:
-            ``(loss, x_mixed, y_mixed, k, replaced, figures)``: the detached loss, the batch
-            fed to the model (``k`` adversarial rows first) and its labels, the indices of the
-            replaced examples in ``x``, and ``figures``, a device tensor
-            ``[loss * m, m, clean correct, m - k, adversarial correct, k]``.
+            A :class:`StepOutput`: the detached loss, the batch fed to the model (``k``
+            adversarial rows first) and its labels, ``k``, the indices of the replaced
+            examples in ``x``, and the step's :class:`StepFigures` (on the device).
+
+        Raises:
+            TypeError: the model does not return a logits tensor (e.g. a tuple).
+            ValueError: the model's logits are not ``(B, K)``, or a label lies outside
+                ``[0, K)`` (found when the loss rejects it; no extra host sync per step).
         """
         cfg = self.config
         m = x.shape[0]
@@ -445,12 +294,18 @@ class AdversarialTrainer:
             y_adv = y[:0]
             x_in, y_in = x, y
         with self._autocast():
-            logits = self._net(x_in)
-        logits = logits.float()
+            out = self._net(x_in)
+        logits = check_logits(out, m, "model output").float()
         logits_adv, logits_clean = logits[:k], logits[k:]
-        loss = mixed_batch_loss(
-            logits_clean, y_clean, logits_adv, y_adv, cfg.adv_weight, loss_fn=self.loss_fn
-        )
+        try:
+            loss = mixed_batch_loss(
+                logits_clean, y_clean, logits_adv, y_adv, cfg.adv_weight, loss_fn=self.loss_fn
+            )
+        except (IndexError, RuntimeError, ValueError):
+            # a label >= K (torch's IndexError, or the loss's own check naming its parts): name
+            # this method's argument; the check syncs, so it runs only on this error path
+            check_labels(y, m, "y", num_classes=logits.shape[1])
+            raise
         if self.regularizer is not None:
             loss = loss + self.regularizer(self.model, x_in, y_in)
         self.optimizer.zero_grad(set_to_none=True)
@@ -468,25 +323,17 @@ class AdversarialTrainer:
             self.optimizer.step()
         with torch.no_grad():
             pred = logits.argmax(dim=1)
-            hit = (pred == y_in).to(torch.float64 if self.device.type != "mps" else torch.float32)
+            hit = (pred == y_in).to(self._acc_dtype)
             loss_d = loss.detach()
-
-            def count(v: int) -> Tensor:  # a device fill: no host-to-device copy, no sync
-                return torch.full((), float(v), dtype=hit.dtype, device=hit.device)
-
-            figures = torch.stack(
-                [
-                    loss_d.to(hit.dtype) * m,
-                    count(m),
-                    hit[k:].sum(),
-                    count(m - k),
-                    hit[:k].sum(),
-                    count(k),
-                ]
-            )
+            figures = StepFigures.of_step(loss_d, hit, m, k)
             bad = ~torch.isfinite(loss_d)
             self._first_bad = torch.where(bad & (self._first_bad < 0), self.step, self._first_bad)
-        return loss_d, x_in, y_in, k, replaced, figures
+        return StepOutput(loss_d, x_in, y_in, k, replaced, figures)
+
+    @property
+    def _acc_dtype(self) -> torch.dtype:
+        # float64 counts are exact to 2**53; MPS has no float64
+        return torch.float64 if self.device.type != "mps" else torch.float32
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -524,7 +371,9 @@ class AdversarialTrainer:
                 (the in-memory weights are not usable).
             KeyboardInterrupt: re-raised after a checkpoint of the last completed step was
                 written (when ``checkpoint_dir`` is set); :meth:`resume` continues from there.
-            ValueError: ``k`` larger than a batch, and other bad input.
+            ValueError: ``k`` larger than a batch, empty data, NaN/Inf in ``x``, labels
+                outside ``[0, K)``, and other bad input (checked before the first step).
+            TypeError: the model does not return a logits tensor.
         """
         total = self.config.epochs if epochs is None else epochs
         if isinstance(total, bool) or not isinstance(total, int) or total < 1:
@@ -540,14 +389,18 @@ class AdversarialTrainer:
             if val_loader is not None
             else None
         )
+        if self.epoch < total:
+            self._check_first_batch = preflight(self.model, loader, "train_loader", self.device)
         self.stop_training = False
+        if self.checkpoint_dir is not None and self.rank == 0:
+            remove_stale_temporaries(self.checkpoint_dir)  # left by a killed writer
         bar = self._progress_bar(loader, total, progress)
         written_epoch = self.epoch
         self._interrupts = DeferredInterrupt()
         try:
             self._interrupts.__enter__()
             while self.epoch < total and not self.stop_training:
-                stats = self._run_epoch(loader, val_batches, val_attack, callbacks, bar)
+                stats = run_epoch(self, loader, val_batches, val_attack, callbacks, bar)
                 for cb in callbacks:
                     cb.on_epoch_end(self, stats)
                 every = self.config.checkpoint_every
@@ -599,147 +452,6 @@ class AdversarialTrainer:
 
     _last_ckpt_epoch: int | None = None
 
-    def _run_epoch(
-        self,
-        loader: Iterable[Any],
-        val_loader: Iterable[Any] | None,
-        val_attack: Attack | None,
-        callbacks: Sequence[Callback],
-        bar: Any,
-    ) -> EpochStats:
-        start = time.perf_counter()
-        skip = 0
-        if self._resume_partial is not None:  # continue an interrupted epoch
-            skip = int(self._resume_partial["batch"])
-            set_rng_state(self._resume_partial["epoch_start_rng"], self.generator)
-        set_epoch = getattr(loader, "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(self.epoch)
-        sampler: Any = getattr(loader, "sampler", None)
-        if callable(getattr(sampler, "set_epoch", None)):
-            sampler.set_epoch(self.epoch)
-        self._epoch_start_rng = get_rng_state(self.generator)
-        acc_dtype = torch.float64 if self.device.type != "mps" else torch.float32
-        sums = torch.zeros(6, dtype=acc_dtype, device=self.device)
-        steps = 0
-        if bar is not None:
-            bar.reset()
-            bar.set_description(f"epoch {self.epoch + 1}")
-        iterator = iter(loader)
-        if self._resume_partial is not None:
-            for _ in range(skip):
-                next(iterator)
-            sums = self._resume_partial["sums"].to(self.device, acc_dtype)
-            steps = int(self._resume_partial["steps"])
-            set_rng_state(self._resume_partial["rng"], self.generator)
-            self._resume_partial = None
-            if bar is not None:
-                bar.update(skip)
-        if not self.model.training:  # keep the flags of deliberately frozen children (BN)
-            self.model.train()
-        self._committed_rng = get_rng_state(self.generator)
-        batch_index = skip
-        bs = getattr(loader, "batch_size", None)
-        nominal: int | None = bs if isinstance(bs, int) and not isinstance(bs, bool) else None
-        for batch in iterator:
-            x, y = self._unpack(batch, "train_loader")
-            if nominal is None:
-                nominal = x.shape[0]
-            # Ctrl-C waits until the step and its counters are committed together.
-            with self._interrupts.critical():
-                loss, x_in, y_in, k, replaced, figures = self.train_step(
-                    x, y, nominal_batch=nominal
-                )
-                sums += figures
-                steps += 1
-                self.step += 1
-                batch_index += 1
-                self._batch_in_epoch = batch_index
-                self._partial = (sums, steps)
-                self._committed_rng = get_rng_state(self.generator)
-            if callbacks:
-                info = BatchInfo(
-                    epoch=self.epoch,
-                    batch=batch_index - 1,
-                    step=self.step,
-                    loss=loss,
-                    x=x_in,
-                    y=y_in,
-                    num_adv=k,
-                    replaced=replaced,
-                )
-                for cb in callbacks:
-                    cb.on_batch_end(self, info)
-            if self.step % self.config.log_every == 0:
-                self._check_finite()
-                if bar is not None:
-                    bar.set_postfix(self._running(sums), refresh=False)
-            if bar is not None:
-                bar.update(1)
-        self._check_finite()
-        if self.distributed:
-            broadcast_buffers(self.model)
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        total = all_reduce_sum(sums.clone()).tolist()
-        loss_sum, n, clean_hit, n_clean, adv_hit, n_adv = total
-        stats = EpochStats(
-            epoch=self.epoch + 1,
-            loss=loss_sum / n if n else math.nan,
-            train_clean_acc=clean_hit / n_clean if n_clean else None,
-            train_adv_acc=adv_hit / n_adv if n_adv else None,
-            val_clean_acc=None,
-            val_adv_acc=None,
-            lr=lr,
-            steps=steps,
-            examples=int(n),
-            adv_examples=int(n_adv),
-            seconds=time.perf_counter() - start,
-        )
-        # The epoch's end (scheduler, counters, history) is committed as one piece, so that a
-        # Ctrl-C during validation leaves a consistent state (the epoch without val figures).
-        with self._interrupts.critical():
-            if self.scheduler is not None:
-                self.scheduler.step()
-            self.epoch += 1
-            self._batch_in_epoch = 0
-            self._partial = None
-            self.history.append(stats)
-        if val_loader is not None:
-            val_clean, val_adv = self.evaluate(val_loader, attack=val_attack)
-            stats = dataclasses.replace(
-                stats,
-                val_clean_acc=val_clean,
-                val_adv_acc=val_adv,
-                seconds=time.perf_counter() - start,
-            )
-            self.history.epochs[-1] = stats
-        if bar is not None:
-            bar.set_postfix(self._running(sums), refresh=True)
-            bar.write(self._summary(stats), file=sys.stderr)
-        return stats
-
-    def _summary(self, s: EpochStats) -> str:
-        def pct(v: float | None) -> str:
-            return "-" if v is None else f"{100 * v:.1f}%"
-
-        text = (
-            f"epoch {s.epoch}: loss {s.loss:.4f}, train clean {pct(s.train_clean_acc)}, "
-            f"adv {pct(s.train_adv_acc)}"
-        )
-        if s.val_clean_acc is not None:
-            text += f" | val clean {pct(s.val_clean_acc)}, adv {pct(s.val_adv_acc)}"
-        return text + f" ({s.seconds:.1f} s)"
-
-    @staticmethod
-    def _running(sums: Tensor) -> dict[str, str]:
-        loss_sum, n, clean_hit, n_clean, adv_hit, n_adv = sums.tolist()
-        out = {"loss": f"{loss_sum / max(n, 1):.4f}"}
-        if n_clean:
-            out["clean"] = f"{clean_hit / n_clean:.3f}"
-        if n_adv:
-            out["adv"] = f"{adv_hit / n_adv:.3f}"
-        return out
-
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data: Any, *, attack: Attack | None = None) -> tuple[float, float]:
         """Clean and adversarial accuracy of the model on ``data`` (eval mode).
@@ -757,6 +469,11 @@ class AdversarialTrainer:
 
         Returns:
             ``(clean_accuracy, adversarial_accuracy)``.
+
+        Raises:
+            ValueError: ``data`` holds no examples, ``x`` holds NaN/Inf, or a label lies
+                outside ``[0, K)``.
+            TypeError: the model does not return a logits tensor.
         """
         atk = self.attack if attack is None else self._check_attack(attack, "attack")
         loader = (
@@ -766,61 +483,31 @@ class AdversarialTrainer:
         )
         gen = torch.Generator(device=self.generator.device)
         gen.manual_seed(derive_seed(self.config.seed, f"eval{self.epoch}", self.rank))
-        counts = torch.zeros(
-            3,
-            dtype=torch.float64 if self.device.type != "mps" else torch.float32,
-            device=self.device,
-        )
+        counts = torch.zeros(3, dtype=self._acc_dtype, device=self.device)
         with model_state_guard(self.model, train=False):
             for batch in loader:
-                x, y = self._unpack(batch, "data")
+                # evaluation syncs per batch anyway (the attack checks its input)
+                x, y = unpack_batch(batch, "data", self.device, check_values=True)
                 with torch.no_grad():
-                    clean = self.model(x).argmax(dim=1) == y
+                    logits = check_logits(self.model(x), x.shape[0], "model output")
+                check_labels(y, y.shape[0], "data batches: y", num_classes=logits.shape[1])
+                clean = logits.argmax(dim=1) == y
                 x_adv = atk(x, y, generator=gen)
                 with torch.no_grad():
                     adv = self.model(x_adv).argmax(dim=1) == y
                 n = torch.full((), y.shape[0], dtype=torch.long, device=y.device)
                 counts += torch.stack([clean.sum(), adv.sum(), n]).to(counts.dtype)
-        sampler = getattr(loader, "sampler", None)
-        if getattr(loader, "sharded", False) or isinstance(
-            sampler, (torch.utils.data.DistributedSampler, EvalShardSampler)
-        ):
+        if is_sharded(loader):
             all_reduce_sum(counts)  # every rank saw its own shard
         c, a, n = counts.tolist()
-        return (c / n if n else math.nan), (a / n if n else math.nan)
+        if n == 0:
+            raise ValueError("data holds no examples: accuracy on an empty set is undefined")
+        return c / n, a / n
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self, *, _interrupted: bool = False) -> dict[str, Any]:
         """Everything needed to continue training exactly (see :meth:`save_checkpoint`)."""
-        rng = self._committed_rng if _interrupted else None
-        own_rng = rng if rng is not None else get_rng_state(self.generator)
-        rng_all = [own_rng] if _interrupted else gather_objects(own_rng)
-        partial: dict[str, Any] | None = None
-        if _interrupted and self._batch_in_epoch > 0 and self._partial is not None:
-            partial = {
-                "batch": self._batch_in_epoch,
-                "sums": self._partial[0].cpu().clone(),
-                "steps": self._partial[1],
-                "epoch_start_rng": self._epoch_start_rng,
-                "rng": own_rng,
-            }
-        return {
-            "config": self.config.to_json(indent=None),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rng_all,
-            "eps_sampler": self.eps_sampler.spec(),
-            "counters": {
-                "epoch": self.epoch,
-                "step": self.step,
-                "batch_in_epoch": self._batch_in_epoch if partial else 0,
-            },
-            "partial_epoch": partial,
-            "history": self.history.to_dict(),
-            "world_size": self.world_size,
-        }
+        return trainer_state(self, interrupted=_interrupted)
 
     def save_checkpoint(
         self, path: str | os.PathLike[str] | None = None, *, _interrupted: bool = False
@@ -881,66 +568,7 @@ class AdversarialTrainer:
                 raise ValueError("path is required when the trainer has no checkpoint_dir")
             path = self.checkpoint_dir / _CKPT_NAME
         ckpt = load_checkpoint(path, map_location="cpu")
-        where = str(path)
-        required = ("config", "model", "optimizer", "rng", "counters", "history")
-        missing = [k for k in required if k not in ckpt]
-        if missing:
-            raise CheckpointError(f"checkpoint {where!r} lacks entries {missing}")
-        try:
-            saved = TrainConfig.from_json(ckpt["config"])
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {where!r} holds an invalid config: {exc}") from exc
-        mine, theirs = self.config.to_dict(), saved.to_dict()
-        diff = sorted(k for k in mine if mine[k] != theirs[k] and k not in _RESUME_FREE_FIELDS)
-        if diff:
-            raise ValueError(
-                f"checkpoint {where!r} was written with a different config: fields {diff} differ "
-                f"(checkpoint: {[theirs[k] for k in diff]}, trainer: {[mine[k] for k in diff]})"
-            )
-        check_state_dict_fits(self.model, ckpt["model"], where)
-        if (ckpt.get("scheduler") is None) != (self.scheduler is None):
-            raise CheckpointError(
-                f"checkpoint {where!r} and this trainer disagree on having an LR scheduler"
-            )
-        # Load everything or nothing: an optimizer/scheduler state that does not fit (other
-        # parameter groups, say) must not leave the model already overwritten.
-        backup = (
-            copy.deepcopy(self.model.state_dict()),
-            copy.deepcopy(self.optimizer.state_dict()),
-            self.scheduler.state_dict() if self.scheduler is not None else None,
-            self.scaler.state_dict() if self.scaler is not None else None,
-            get_rng_state(self.generator),
-        )
-        try:
-            rng_all = ckpt["rng"]
-            rng = rng_all[self.rank] if self.rank < len(rng_all) else rng_all[0]
-            counters = ckpt["counters"]
-            epoch, step = int(counters["epoch"]), int(counters["step"])
-            batch_in_epoch = int(counters.get("batch_in_epoch", 0))
-            history = History.from_dict(ckpt["history"])
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if self.scheduler is not None:
-                self.scheduler.load_state_dict(ckpt["scheduler"])
-            if self.scaler is not None and ckpt.get("scaler") is not None:
-                self.scaler.load_state_dict(ckpt["scaler"])
-            set_rng_state(rng, self.generator)
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
-            self.model.load_state_dict(backup[0])
-            self.optimizer.load_state_dict(backup[1])
-            if self.scheduler is not None and backup[2] is not None:
-                self.scheduler.load_state_dict(backup[2])
-            if self.scaler is not None and backup[3] is not None:
-                self.scaler.load_state_dict(backup[3])
-            set_rng_state(backup[4], self.generator)
-            raise CheckpointError(
-                f"checkpoint {where!r} does not fit this trainer ({type(exc).__name__}: "
-                f"{str(exc)[:200]}); the trainer was left unchanged"
-            ) from exc
-        self.epoch, self.step = epoch, step
-        self.history = history
-        self._resume_partial = ckpt.get("partial_epoch")
-        self._batch_in_epoch = batch_in_epoch
+        restore_trainer_state(self, ckpt, str(path))
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self._last_ckpt_epoch = self.epoch
         return self

@@ -128,7 +128,7 @@ def test_model_cfg_records_the_input_contract_and_paper() -> None:
     assert isinstance(cfg, ModelCfg)
     assert (cfg.input_size, cfg.in_channels, cfg.num_classes, cfg.min_input_size) == (32, 3, 10, 32)
     assert cfg.exact is False
-    assert "paper 000" in cfg.paper
+    assert "ICLR 2019 study" in cfg.paper  # (was "paper 000": papers are named now)
     assert get_model_cfg("densenet-40").exact is True
     with pytest.raises(TypeError):
         cfg.num_params["stl10"] = 1  # type: ignore[index]

@@ -169,30 +169,35 @@ def test_study_results_tidy_files_round_trip(tmp_path: Path) -> None:
 
 
 def test_study_results_turning_point_detection() -> None:
+    # three replicates per size with small spread: the intervals are narrow, so the rise to
+    # 1.5 and the fall after it exceed them (the rule of find_turning_points)
     def rows_for(acc: list[float], rob: list[float]) -> list[dict[str, object]]:
         out: list[dict[str, object]] = []
         for size, a, r in zip((10, 20, 40, 80), acc, rob, strict=True):
-            base = {
-                "study": "s",
-                "dataset": "d",
-                "model": "m",
-                "recipe": "clean",
-                "subset_size": size,
-                "delta": None,
-                "target": "",
-            }
-            out.append({**base, "metric": "accuracy", "value": a})
-            out.append({**base, "metric": "robustness_l2", "value": r})
+            for rep, jitter in enumerate((-0.01, 0.0, 0.01)):
+                base = {
+                    "study": "s",
+                    "dataset": "d",
+                    "model": "m",
+                    "recipe": "clean",
+                    "subset_size": size,
+                    "replicate": rep,
+                    "delta": None,
+                    "target": "",
+                }
+                out.append({**base, "metric": "accuracy", "value": a + jitter})
+                out.append({**base, "metric": "robustness_l2", "value": r + jitter})
         return out
 
     found = turning_points(rows_for([0.5, 0.7, 0.8, 0.9], [1.0, 1.5, 1.2, 1.1]))
     assert len(found) == 1
     tp = found[0]
-    assert (tp["model"], tp["metric"], tp["size"], tp["rises_first"]) == (
+    assert (tp["model"], tp["metric"], tp["size"], tp["rise_size"], tp["fall_size"]) == (
         "m",
         "robustness_l2",
         20,
-        True,
+        10,
+        80,
     )
     assert turning_points(rows_for([0.5, 0.7, 0.8, 0.9], [1.0, 1.1, 1.2, 1.3])) == []
     # robustness falls but accuracy falls too: no turning point
@@ -202,15 +207,19 @@ def test_study_results_turning_point_detection() -> None:
     assert text.splitlines()[0].split()[:5] == ["model", "recipe", "train", "size", "accuracy"]
 
 
-def test_study_results_plots_png_and_svg(tmp_path: Path) -> None:
+def test_study_results_plots_png_svg_and_pdf(tmp_path: Path) -> None:
     cfg = _config()
     _write_cells(tmp_path, cfg)
     rows = build_rows(cfg, tmp_path)
     paths = plot_results(rows, tmp_path / "fig")
-    assert sorted(p.name for p in paths) == ["r-clean.png", "r-clean.svg"]
-    png, svg = tmp_path / "fig" / "r-clean.png", tmp_path / "fig" / "r-clean.svg"
+    # the curves, the adversarial accuracy and Su et al.'s two analyses, in three formats
+    names = {p.name for p in paths}
+    assert {"r-curves.png", "r-curves.svg", "r-curves.pdf"} <= names
+    assert {"r-adversarial-accuracy.png", "r-pareto.pdf"} <= names
+    png, svg = tmp_path / "fig" / "r-curves.png", tmp_path / "fig" / "r-curves.svg"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in svg.read_text()[:500]
+    assert (tmp_path / "fig" / "r-curves.pdf").read_bytes()[:4] == b"%PDF"
     # nan values (no common examples) do not break plotting
     rows[0]["value"] = math.nan
-    assert len(plot_results(rows, tmp_path / "fig2")) == 2
+    assert len(plot_results(rows, tmp_path / "fig2", formats=("png",))) >= 2

@@ -51,7 +51,10 @@ def test_study_run_writes_everything(tiny: tuple[StudyConfig, StudyResult]) -> N
     for name in ("study.json", "config.toml", "results.csv", "results.json"):
         assert (out / name).is_file(), name
     assert StudyConfig.load(out / "config.toml") == config
-    assert sorted(p.name for p in result.figures) == ["tiny-clean.png", "tiny-clean.svg"]
+    # (figures renamed on purpose: one curves figure over all recipes, plus PDF; see _plots)
+    assert {"tiny-curves.png", "tiny-curves.svg", "tiny-curves.pdf"} <= {
+        p.name for p in result.figures
+    }
     for cell in enumerate_cells(config):
         folder = out / "cells" / cell.key
         for name in ("cell.json", "model.pt", "model.json", "per_example.npz"):
@@ -67,7 +70,7 @@ def test_study_run_writes_everything(tiny: tuple[StudyConfig, StudyResult]) -> N
         out / "results.csv",
         out / "cells" / key / "model.pt",
         out / "cells" / key / "cell.json",
-        out / "figures" / "tiny-clean.png",
+        out / "figures" / "tiny-curves.png",
     ):
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
     rows = read_results(out)
