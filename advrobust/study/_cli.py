@@ -77,6 +77,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1), got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text!r}")
+    return value
+
+
 def _device_option(text: str) -> str:
     """An argparse type for ``--device``: ``auto`` or a real device this machine has.
 
@@ -232,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("dir", help="study folder (holding results.json)")
     report.add_argument(
-        "--confidence", type=float, default=0.95, help="confidence level (default 0.95)"
+        "--confidence", type=_fraction, default=0.95, help="confidence level (default 0.95)"
     )
+    _add_common(report)
 
     presets = study_cmds.add_parser("presets", help="list the shipped presets")
     presets.add_argument("--show", metavar="NAME", help="print a preset's TOML")
@@ -538,8 +550,7 @@ def _cmd_study_plot(args: argparse.Namespace) -> int:
 def _cmd_study_report(args: argparse.Namespace) -> int:
     from ._report import write_report
 
-    if not 0.0 < args.confidence < 1.0:
-        raise ValueError(f"--confidence must be in (0, 1), got {args.confidence}")
+    _require_packages(["matplotlib"], "study report")
     path = write_report(args.dir, confidence=args.confidence)
     print(f"report: {path}")
     print(f"tables: {path.parent / 'tables'}")

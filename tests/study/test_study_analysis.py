@@ -302,5 +302,5 @@ def test_study_report_writes_markdown_latex_and_figures(tmp_path: Path) -> None:
 def test_study_report_cli_errors_name_the_problem(tmp_path: Path, capsys: Any) -> None:
     assert main(["study", "report", str(tmp_path / "missing")]) == 1
     assert "results.json" in capsys.readouterr().err
-    assert main(["study", "report", str(tmp_path), "--confidence", "1.5"]) == 1
+    assert main(["study", "report", str(tmp_path), "--confidence", "1.5"]) == 2  # usage
     assert "--confidence" in capsys.readouterr().err

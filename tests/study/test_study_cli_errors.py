@@ -223,6 +223,12 @@ USAGE_CASES: list[tuple[str, Callable[[Path], list[str]], int, tuple[str, ...]]]
         ("--shard", "i/n", "'x'"),
     ),
     (
+        "study report --confidence 1.5",
+        lambda w: ["study", "report", str(w.parent), "--confidence", "1.5"],
+        2,
+        ("--confidence", "(0, 1)", "'1.5'"),
+    ),
+    (
         "study run --threads 0",
         lambda w: ["study", "run", "--preset", "digits", "--threads", "0"],
         2,
