@@ -33,6 +33,7 @@ OPTIONAL_PACKAGES = {
     "matplotlib": "matplotlib",
     "sklearn": "scikit-learn",
     "tomli_w": "tomli-w",
+    "tomli": "tomli",
     "PIL": "pillow",
 }
 """The import names of the ``study`` extra's packages, with their distribution names."""
@@ -145,9 +146,10 @@ def error_message(error: BaseException) -> tuple[str, int] | None:
     if isinstance(error, CLIError):
         return one_line(str(error)), error.status
     if isinstance(error, ImportError):
-        name = getattr(error, "name", None) or ""
-        top = name.split(".")[0]
-        package = OPTIONAL_PACKAGES.get(top, top or "a package")
+        top = (getattr(error, "name", None) or "").split(".")[0]
+        if top not in OPTIONAL_PACKAGES:  # e.g. a broken import inside advrobust: a bug
+            return None
+        package = OPTIONAL_PACKAGES[top]
         return (
             f"{package} is not installed (a plain `pip install advrobust` lacks the study "
             f"extras); run: {INSTALL_HINT}",

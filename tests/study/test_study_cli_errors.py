@@ -746,6 +746,8 @@ def test_error_message_mapping() -> None:
     message, status = error_message(missing) or ("", 0)
     assert status == 1 and message.startswith("matplotlib is not installed")
     assert error_message(RuntimeError("a real bug")) is None  # bugs keep their traceback
+    broken = ImportError("cannot import name 'x' from 'advrobust.metrics'", name="advrobust")
+    assert error_message(broken) is None
     assert error_message(KeyError("x")) is None
     if not torch.cuda.is_available():
         assert device_available(check_device("cuda:3")) == "CUDA is not available on this machine"
