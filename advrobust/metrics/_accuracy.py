@@ -9,13 +9,13 @@ from .._validate import check_positive, model_state_guard
 from ..attacks import Attack
 from ._loop import (
     Batch,
+    as_run,
     bind_attack,
     check_eps_arg,
     check_model,
     check_norm,
     evaluate,
-    predict,
-    predict_labels,
+    predict_checked,
     run_attack,
 )
 from ._results import (
@@ -62,7 +62,7 @@ def accuracy(
     check_model(model)
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        pred = predict(model, b.x).argmax(1)
+        pred = predict_checked(model, b).argmax(1)
         return {"correct": pred == b.y, "pred": pred, "y": b.y}
 
     with model_state_guard(model):
@@ -105,11 +105,11 @@ def success_rate(
     Raises:
         TypeError, ValueError: bad arguments or data.
     """
-    attack = bind_attack(attack, check_model(model))
     eps = check_eps_arg(eps)
+    attack = as_run(bind_attack(attack, check_model(model)), eps)
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        pred = predict_labels(model, b.x)
+        pred = predict_checked(model, b).argmax(1)
         res = run_attack(attack, b, b.y if use_labels else None, eps, generator)
         return {
             "success": res.success,
@@ -129,7 +129,13 @@ def success_rate(
         eps=eps,
     )
     return SuccessRateResult(
-        out["success"], out["correct"], out["adv_pred"], out["l2"], out["linf"], only_correct
+        out["success"],
+        out["correct"],
+        out["adv_pred"],
+        out["l2"],
+        out["linf"],
+        only_correct,
+        attack.spec(),
     )
 
 
@@ -162,11 +168,11 @@ def accuracy_ratio(
     Returns:
         :class:`AccuracyRatioResult`.
     """
-    attack = bind_attack(attack, check_model(model))
     eps = check_eps_arg(eps)
+    attack = as_run(bind_attack(attack, check_model(model)), eps)
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        pred = predict_labels(model, b.x)
+        pred = predict_checked(model, b).argmax(1)
         res = run_attack(attack, b, b.y if use_labels else None, eps, generator)
         return {"clean": pred == b.y, "adv": res.adv_pred == b.y}
 
@@ -179,7 +185,7 @@ def accuracy_ratio(
         bounds=attack.bounds,
         eps=eps,
     )
-    return AccuracyRatioResult(out["clean"], out["adv"])
+    return AccuracyRatioResult(out["clean"], out["adv"], attack.spec())
 
 
 def adversarial_accuracy(
@@ -200,8 +206,9 @@ def adversarial_accuracy(
 
     Only correctly classified inputs are attacked; an attack on ``x`` is successful when
     ``M(x') != M(x)`` and ``||x - x'||_p <= delta``. Fixed-eps attacks run with
-    ``eps=delta`` and the model's own predictions as labels; CW-L2 (unbounded) runs as is and
-    its perturbations are thresholded at ``delta``.
+    ``eps=delta`` (the result's spec records it) and the model's own predictions as labels;
+    minimal-norm attacks (``attack.spec().kind == "minimal"``, e.g. CW-L2) run as they are and
+    their perturbations are thresholded at ``delta``.
 
     Args:
         model: the attacked classifier.
@@ -221,11 +228,12 @@ def adversarial_accuracy(
     """
     attack = bind_attack(attack, check_model(model))
     delta = check_positive(delta, "delta")
-    norm = check_norm(attack.norm if norm is None else norm)
+    norm = check_norm(attack.spec().norm if norm is None else norm)
+    attack = as_run(attack, delta)
     limit = delta * (1 + _REL) + _ABS
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        pred = predict_labels(model, b.x)
+        pred = predict_checked(model, b).argmax(1)
         correct = pred == b.y
         res = run_attack(attack, b, pred, delta, generator)
         dist = res.l2 if norm == "l2" else res.linf
@@ -240,4 +248,6 @@ def adversarial_accuracy(
         desc="adversarial accuracy",
         bounds=attack.bounds,
     )
-    return AdversarialAccuracyResult(out["correct"], out["success"], out["distance"], delta, norm)
+    return AdversarialAccuracyResult(
+        out["correct"], out["success"], out["distance"], delta, norm, attack.spec()
+    )
