@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .._validate import check_nonnegative, check_positive
+from .._validate import check_nonnegative, check_positive, describe
 from ..attacks import Attack, logit_margin
 from ._loop import (
     Batch,
@@ -41,6 +41,8 @@ def search_attack(attack: Attack) -> Attack:
     minimal-norm attacks (``attack.spec().kind == "minimal"``: CW-L2, FMN, DDN, ALMA) are used
     as they are.
     """
+    if not isinstance(attack, Attack):
+        raise TypeError(f"attack must be an advrobust.attacks.Attack, got {describe(attack)}")
     if is_minimal(attack):
         return attack
     cfg = attack.config()

@@ -97,9 +97,7 @@ def test_metrics_robust_accuracy_ensemble_is_per_example_worst_case(digits_model
     eps = 0.08
     members = _deterministic_members(digits_model, eps)
     ens = robust_accuracy(digits_model, (x, y), eps, suite=members, batch_size=50)
-    alone = [
-        robust_accuracy(digits_model, (x, y), eps, suite=[m], batch_size=50) for m in members
-    ]
+    alone = [robust_accuracy(digits_model, (x, y), eps, suite=[m], batch_size=50) for m in members]
     expected = ens.clean_correct.clone()
     for r in alone:
         expected &= r.robust
