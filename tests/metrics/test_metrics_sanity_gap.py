@@ -175,7 +175,7 @@ def test_metrics_sanity_gap_refuses_an_ensemble_of_another_batch_or_eps() -> Non
     ens = robust_accuracy(model, (x, y), EPS, suite=[RandomSigns(model)])
     with pytest.raises(ValueError, match="ensemble must be computed on this batch"):
         sanity_check(model, x[:8], y[:8], eps=EPS, ensemble=ens, gradient_free=False)
-    with pytest.raises(ValueError, match="ensemble was computed at eps=0.25"):
+    with pytest.raises(ValueError, match=r"ensemble was computed at eps=0\.25"):
         sanity_check(model, x, y, eps=0.1, ensemble=ens, gradient_free=False)
 
 
