@@ -1,4 +1,9 @@
-"""Accuracy, success rate, Kurakin's accuracy ratio and paper 000's adversarial accuracy."""
+"""Accuracy, success rate, Kurakin's accuracy ratio and the adversarial accuracy of eq. (5).
+
+Eq. (5) and the success rate over correctly classified inputs come from "How training data
+affect the accuracy and robustness of neural networks for image classification" (ICLR 2019
+submission), the training-data study.
+"""
 
 from __future__ import annotations
 
@@ -84,7 +89,7 @@ def success_rate(
 ) -> SuccessRateResult:
     """Fraction of examples the attack breaks.
 
-    As in paper 000, only clean inputs the model classifies correctly count by default
+    As in the training-data study, only clean inputs the model classifies correctly count by default
     (``only_correct=False`` counts every example).
 
     Args:
@@ -199,7 +204,7 @@ def adversarial_accuracy(
     progress: bool = False,
     generator: torch.Generator | None = None,
 ) -> AdversarialAccuracyResult:
-    r"""Adversarial accuracy of paper 000 eq. (5).
+    r"""Adversarial accuracy of the training-data study, eq. (5) (appendix).
 
     $$\mathrm{Robustness}(M) = 1 - \frac{\text{wrong predictions} +
     \text{successful attacks}}{|T|}$$

@@ -1,4 +1,7 @@
-"""DeepSec utility metrics (Ling et al. 2019, as used in paper 004 tables 3 and 4).
+"""DeepSec utility metrics (Ling et al. 2019), as used by Marchetti and Ho 2022.
+
+Marchetti and Ho, "Improving deep learning model robustness against adversarial attack by
+increasing the network capacity", 2022, tables 3 and 4.
 
 Also the image operations they need, written in torch: SSIM, Gaussian blur, and JPEG
 compression through Pillow when a codec is available.
@@ -254,7 +257,7 @@ def deepsec_attack_metrics(
     progress: bool = False,
     generator: torch.Generator | None = None,
 ) -> DeepSecAttackResult:
-    r"""DeepSec's attack utility metrics (paper 004 table 3).
+    r"""DeepSec's attack utility metrics (Marchetti and Ho 2022, table 3).
 
     With ``n`` the successful adversarial examples among the evaluated ones (DeepSec's
     candidates: the clean-correct examples), ``P`` the softmax output and ``F`` the prediction:
@@ -376,7 +379,7 @@ def deepsec_defence_metrics(
     batch_size: int = 256,
     progress: bool = False,
 ) -> DeepSecDefenceResult:
-    r"""DeepSec's defence utility metrics (paper 004 table 4) on clean data.
+    r"""DeepSec's defence utility metrics (Marchetti and Ho 2022, table 4) on clean data.
 
     - CAV: accuracy of ``defended`` minus accuracy of ``original`` (= CRR - CSR);
     - CRR: fraction of examples misclassified by ``original`` and correct with ``defended``;

@@ -1,4 +1,8 @@
-"""Minimal distortion by batched per-example bisection, and paper 000's robustness score."""
+"""Minimal distortion (minimal-norm attacks, or a batched per-example eps bisection) and eq. 4.
+
+Eq. (4) is the robustness score of "How training data affect the accuracy and robustness of
+neural networks for image classification" (ICLR 2019 submission), the training-data study.
+"""
 
 from __future__ import annotations
 
@@ -26,8 +30,8 @@ from ._results import DistortionResult, RobustnessScoreResult
 
 __all__ = ["minimal_distortion", "robustness_score", "search_attack"]
 
-# Paper 000 (sec. 3.2): I-FGSM with T iterations of eps / T. With a random start (PGD) the
-# iterate may begin anywhere in the ball, so it gets Madry's 2.5 * eps / T.
+# The training-data study (sec. 3.2): I-FGSM with T iterations of eps / T. With a random start
+# (PGD) the iterate may begin anywhere in the ball, so it gets Madry's 2.5 * eps / T.
 _DEFAULT_STEPS = 10
 
 
@@ -35,9 +39,9 @@ def search_attack(attack: Attack) -> Attack:
     """The configuration of ``attack`` used inside the eps search.
 
     Iterative gradient attacks with an absolute step size get a step proportional to eps
-    (``rel_alpha``): ``1 / steps`` (``2.5 / steps`` with a random start), the paper 000
-    schedule of T steps of eps / T, so that the attack at eps ``e`` is the same attack scaled
-    by ``e``. Attacks already configured with ``rel_alpha``, single-step attacks and
+    (``rel_alpha``): ``1 / steps`` (``2.5 / steps`` with a random start), the training-data
+    study's schedule of T steps of eps / T, so that the attack at eps ``e`` is the same attack
+    scaled by ``e``. Attacks already configured with ``rel_alpha``, single-step attacks and
     minimal-norm attacks (``attack.spec().kind == "minimal"``: CW-L2, FMN, DDN, ALMA) are used
     as they are.
     """
@@ -330,7 +334,7 @@ def minimal_distortion(
     that a minimal-norm attack did not miss closer adversarial examples.
 
     Clean inputs the model
-    misclassifies are excluded (distance ``nan``), as in paper 000.
+    misclassifies are excluded (distance ``nan``), as in the training-data study.
 
     Args:
         model: the attacked classifier (the attack is re-bound to it if built for another).

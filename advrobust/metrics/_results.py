@@ -246,7 +246,8 @@ class SuccessRateResult(_Result):
         adv_pred: long ``(N,)`` predictions on the adversarial examples.
         l2: ``(N,)`` L2 norm of each perturbation.
         linf: ``(N,)`` Linf norm of each perturbation.
-        only_correct: whether ``value`` counts only the clean-correct examples (paper 000).
+        only_correct: whether ``value`` counts only the clean-correct examples (as the
+            training-data study does).
         attack: the spec of the attack that ran (its eps is the metric's eps when one float
             eps was given), or None for a result built by hand.
     """
@@ -320,7 +321,7 @@ class AccuracyRatioResult(_Result):
 
 @dataclass(frozen=True)
 class AdversarialAccuracyResult(_Result):
-    """Adversarial accuracy of paper 000 eq. (5).
+    """Adversarial accuracy of the training-data study, eq. (5).
 
     ``1 - (wrong predictions + successful attacks) / |T|``, an attack on a correctly classified
     ``x`` being successful when ``M(x') != M(x)`` and ``||x - x'||_p <= delta``.
@@ -769,7 +770,7 @@ class LabelLeakResult(_Result):
 
 @dataclass(frozen=True)
 class DeepSecAttackResult(_Result):
-    """DeepSec attack utility metrics (paper 004 table 3), per example.
+    """DeepSec attack utility metrics (Marchetti and Ho 2022, table 3), per example.
 
     Averages other than MR are over the successful adversarial examples among the evaluated
     ones (``evaluated``: the clean-correct examples by default, DeepSec's candidate selection).
@@ -879,7 +880,7 @@ class DeepSecAttackResult(_Result):
 
 @dataclass(frozen=True)
 class DeepSecDefenceResult(_Result):
-    """DeepSec defence utility metrics (paper 004 table 4), per example.
+    """DeepSec defence utility metrics (Marchetti and Ho 2022, table 4), per example.
 
     Attributes:
         original_correct: bool ``(N,)`` original model correct.
