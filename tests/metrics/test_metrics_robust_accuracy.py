@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -268,3 +270,36 @@ def test_metrics_robust_accuracy_fast_suite_not_above_pgd(digits_model, batch) -
     )
     assert res.value <= pgd.value + 1 / len(y)
     assert res.suite == "fast" and not math.isnan(res.value)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    k=st.integers(2, 5),
+    eps=st.floats(0.01, 0.2),
+)
+def test_metrics_robust_accuracy_ensemble_never_above_a_member_property(
+    seed: int, k: int, eps: float
+) -> None:
+    """On random affine models the ensemble's robust set is the members' intersection."""
+    g = torch.Generator().manual_seed(seed)
+    lin = nn.Linear(8, k).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(k, 8, generator=g, dtype=torch.float64))
+        lin.bias.copy_(torch.randn(k, generator=g, dtype=torch.float64) * 0.1)
+    model = nn.Sequential(nn.Flatten(), lin)
+    x = torch.rand(16, 1, 8, generator=g, dtype=torch.float64)
+    y = torch.randint(0, k, (16,), generator=g)  # some clean inputs are misclassified
+    members = [
+        FGSM(model, eps),
+        BIM(model, eps, steps=5, rel_alpha=0.3),
+        PGD(model, eps, steps=5, rel_alpha=0.3, random_start=False, loss="margin"),
+    ]
+    ens = robust_accuracy(model, (x, y), eps, suite=members, batch_size=7)
+    expected = ens.clean_correct.clone()
+    for m in members:
+        alone = robust_accuracy(model, (x, y), eps, suite=[m], batch_size=7)
+        assert ens.value <= alone.value
+        expected &= alone.robust
+    assert ens.robust.tolist() == expected.tolist()
+    assert ens.value <= ens.clean_accuracy
