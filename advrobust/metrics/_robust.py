@@ -60,19 +60,19 @@ class SuiteEntry:
 
 
 ATTACK_SUITES: Final[Mapping[str, tuple[SuiteEntry, ...]]] = {
-    # AutoAttack's standard version: APGD on the cross-entropy, targeted APGD on the DLR loss
-    # towards the 9 runner-up classes, targeted FAB, and the gradient-free Square attack with
-    # 5,000 queries.
+    # AutoAttack's standard version: APGD on the cross-entropy; targeted APGD on the DLR loss
+    # towards each of the 9 runner-up classes; targeted FAB towards the same 9 classes; the
+    # gradient-free Square attack with 5,000 queries. 100 steps and one restart each.
     "standard": (
         SuiteEntry("APGD", {"loss": "ce", "steps": 100, "restarts": 1}),
-        SuiteEntry("APGDT", {"steps": 100, "num_targets": 9}),
-        SuiteEntry("FAB", {"targeted": True}),
-        SuiteEntry("Square", {"queries": 5000}),
+        SuiteEntry("APGDT", {"steps": 100, "restarts": 1, "n_target_classes": 9}),
+        SuiteEntry("FAB", {"targeted": True, "steps": 100, "restarts": 1, "n_target_classes": 9}),
+        SuiteEntry("Square", {"queries": 5000, "restarts": 1}),
     ),
-    # The two APGD attacks only (AutoAttack's "fast" evaluation of a first look).
+    # The two APGD attacks only: AutoAttack's cheaper first look.
     "fast": (
         SuiteEntry("APGD", {"loss": "ce", "steps": 100, "restarts": 1}),
-        SuiteEntry("APGDT", {"steps": 100, "num_targets": 9}),
+        SuiteEntry("APGDT", {"steps": 100, "restarts": 1, "n_target_classes": 9}),
     ),
 }
 """The named suites: ``"standard"`` and ``"fast"``, each a tuple of :class:`SuiteEntry`."""
