@@ -247,8 +247,20 @@ def sanity_check(
         model,
         "single_step",
     )
-    gf, ens = _gap_inputs(model, x, eps, norm, bounds, gradient_free, ensemble)
-    if gf is None and ens is None:
+    wants_gap = "gradient-free-gap" in selected
+    # arguments are checked even when the check is not selected; Square is built only for it
+    gf, ens = _gap_inputs(
+        model,
+        x,
+        eps,
+        norm,
+        bounds,
+        gradient_free if wants_gap else gradient_free or False,
+        ensemble,
+    )
+    if not wants_gap:
+        gf, ens = None, None
+    elif gf is None and ens is None:
         selected = tuple(c for c in selected if c != "gradient-free-gap")
     specs = (iterative.spec(), single.spec(), *(() if gf is None else (gf.spec(),)))
     findings: list[Finding] = []
