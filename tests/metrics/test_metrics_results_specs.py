@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from advrobust.attacks import BIM, CWL2, FGSM, AttackSpec
+from advrobust.attacks import BIM, CWL2, FGSM, Attack, AttackSpec
 from advrobust.metrics import (
     AccuracyRatioResult,
     AccuracyResult,
@@ -152,7 +152,7 @@ def test_metrics_results_minimal_norm_attack_used_directly(threshold) -> None:
     model = threshold(0.5, scale=4.0)
     x = torch.tensor([[0.1], [0.3], [0.45], [0.8]])
     y = torch.tensor([0, 0, 0, 1])
-    cw = CWL2(model, steps=300, initial_const=1.0)
+    cw = CWL2(model, steps=100, initial_const=1.0)
     res = minimal_distortion(model, (x, y), cw)
     assert res.evaluations.tolist() == [1, 1, 1, 1]  # one run each, no bisection
     assert res.tol == 0.0 and res.norm == "l2"
@@ -212,3 +212,43 @@ def test_metrics_eq4_robustness_score_with_an_unbroken_example(threshold) -> Non
     # the per-model DistortionResult keeps its own mean over its own broken examples
     assert res.distances["a"].mean == pytest.approx((0.45 + 0.1) / 2, abs=1e-3)
     assert res.summary()["score[a]"] == res.scores["a"]
+
+
+class _ExactLinfMinimal(Attack):
+    """A test minimal-norm attack (kind "minimal", Linf) for the mean-threshold model.
+
+    It moves every coordinate by ``1.001 * |mean(x) - t|`` towards the threshold: Linf distance
+    ``1.001 |mean - t|``, L2 distance ``sqrt(d)`` times that.
+    """
+
+    minimal_norm = True
+
+    def __init__(self, model: nn.Module, t: float = 0.5, *, bounds=(0.0, 1.0)) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(model, bounds=bounds)
+        self.t = t
+        self.norm = "linf"
+
+    def _perturb(self, x, y, eps, target, guide, generator, clean):  # type: ignore[no-untyped-def]
+        gap = x.flatten(1).mean(1) - self.t
+        step = (-gap * 1.001).view(-1, *([1] * (x.dim() - 1)))
+        return x + step
+
+
+def test_metrics_results_minimal_norm_distance_in_the_attacks_own_norm(threshold) -> None:
+    model = threshold(0.5)
+    x = torch.tensor([[0.1, 0.1, 0.1, 0.1], [0.3, 0.3, 0.3, 0.3], [0.8, 0.8, 0.8, 0.8]])
+    y = torch.tensor([0, 0, 1])
+    atk = _ExactLinfMinimal(model)
+    assert atk.spec().kind == "minimal" and atk.spec().norm == "linf"
+    res = minimal_distortion(model, (x, y), atk)
+    assert res.norm == "linf" and res.evaluations.tolist() == [1, 1, 1]
+    # Linf distances, not the L2 norms (twice as large here)
+    assert res.distance.tolist() == pytest.approx([0.4004, 0.2002, 0.3003], rel=1e-4)
+    assert res.attack == atk.spec()
+    # beyond hi: unbroken (no eps search)
+    capped = minimal_distortion(model, (x, y), atk, hi=0.25)
+    assert capped.found.tolist() == [False, True, False]
+    assert capped.num_unbroken == 2
+    # adversarial_accuracy thresholds a minimal-norm attack's perturbations at delta
+    adv = adversarial_accuracy(model, (x, y), atk, delta=0.25)
+    assert adv.success.tolist() == [False, True, False] and adv.attack == atk.spec()
