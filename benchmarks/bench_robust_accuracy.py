@@ -84,7 +84,8 @@ def autoattack_standard(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> f
     logging.getLogger("auto-attack").setLevel(logging.WARNING)
     aa = AutoAttack(model, eps=eps, norm="Linf", version="standard", seed=0)
     aa.verbose = False
-    x_adv = aa.run_standard_evaluation(x, y, batch_size=len(y))
+    out = aa.run_standard_evaluation(x, y, batch_size=len(y))
+    x_adv = out[0] if isinstance(out, tuple) else out  # some versions return (x_adv, y_adv)
     with torch.no_grad():
         return float((model(x_adv).argmax(1) == y).double().mean())
 
