@@ -3,8 +3,9 @@
 Every attack in advrobust subclasses ``Attack`` and implements only the protected ``_perturb``
 hook. The public ``__call__`` and ``run`` are final: they validate the inputs, resolve labels and
 targets, broadcast eps to one value per example, enter ``model_state_guard``, call
-``_perturb``, then clip the result to the eps-ball and the bounds, compute success and norms
-and build an ``AttackResult``.
+``_perturb``, then clip the result to the eps-ball and the bounds, refine minimal-norm results
+to the decision boundary (a bisection along the segment from ``x``, forward passes only),
+compute success and norms and build an ``AttackResult``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from advrobust._validate import (
     model_state_guard,
 )
 
+from ._refine import refine_boundary
 from ._registry import AttackSpec
 from ._threat import L2Ball, LinfBall, ThreatModel
 
@@ -219,7 +221,10 @@ class Attack(abc.ABC):
         bounds: The input box ``(lo, hi)``.
         norm: ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``, the norm of the attack's threat model.
         minimal_norm: Class attribute, True for minimal-norm (unbounded) attacks that return
-            the smallest adversarial perturbation they find (CWL2, FMN, DDN, ALMA).
+            the smallest adversarial perturbation they find (CWL2, FMN, DDN, ALMA). The
+            template refines their output to the decision boundary: per example, a bisection
+            along the segment from ``x`` to ``_perturb``'s point returns the closest point of
+            the segment that is still adversarial (examples never broken come back as ``x``).
     """
 
     model: nn.Module
@@ -322,6 +327,15 @@ class Attack(abc.ABC):
     def _threat(self) -> ThreatModel | None:
         """The threat model whose ball the output is clipped to (None: unbounded)."""
         return None
+
+    @property
+    def _refine_kappa(self) -> float | None:
+        """Margin the boundary refinement of a minimal-norm result keeps (None: no refinement).
+
+        The template ends every attack with ``minimal_norm = True`` with
+        [`refine_boundary`][advrobust.attacks._refine.refine_boundary] unless this is None.
+        """
+        return 0.0
 
     @property
     def _wants_clean_graph(self) -> bool:
@@ -476,6 +490,18 @@ class Attack(abc.ABC):
             x_adv = self._perturb(x, y_used, eps_t, tgt, guide, generator, clean)
             del clean
             x_adv = self._final_clip(x_adv.detach(), x, eps_t)
+            kappa = self._refine_kappa
+            if self.minimal_norm and kappa is not None:
+                # the closest still-adversarial point on the segment [x, x_adv]; failures -> x
+                x_adv = refine_boundary(
+                    self.model,
+                    x,
+                    x_adv,
+                    y_used if tgt is None else tgt,
+                    targeted=tgt is not None,
+                    bounds=self.bounds,
+                    kappa=kappa,
+                )
             if not with_result:
                 return x_adv, None
             with torch.no_grad():
