@@ -57,6 +57,24 @@ class AttackResult:
         y: Long ``(B,)``, the labels used: the given ``y`` or, when ``y`` was None, the
             model's predictions on the clean ``x``.
         target: Long ``(B,)`` target classes of a targeted call, else None.
+
+    Saving: ``torch.save(result, path)`` and ``torch.load(path)`` work with torch's default
+    ``weights_only=True`` (the class is registered as a safe global: it holds only tensors).
+    ``to_dict``/``from_dict`` give the same as a plain dict of tensors, for files that must
+    load without advrobust installed.
+
+    Example:
+        >>> import io, torch
+        >>> from torch import nn
+        >>> from advrobust.attacks import FGSM
+        >>> res = FGSM(nn.Linear(4, 3), eps=0.1).run(torch.rand(2, 4))
+        >>> buf = io.BytesIO()
+        >>> torch.save(res, buf)
+        >>> _ = buf.seek(0)
+        >>> torch.equal(torch.load(buf).x_adv, res.x_adv)
+        True
+        >>> torch.equal(AttackResult.from_dict(res.to_dict()).adv_pred, res.adv_pred)
+        True
     """
 
     x_adv: Tensor
@@ -119,6 +137,56 @@ class AttackResult:
                 f"Linf median {s['median_linf']:.4g} max {s['max_linf']:.4g}"
             )
         return text + f"; x_adv {s['x_adv']} on {s['device']})"
+
+    def to_dict(self) -> dict[str, Tensor | None]:
+        """The fields as a dict of tensors (``target`` may be None)."""
+        return {
+            "x_adv": self.x_adv,
+            "success": self.success,
+            "adv_pred": self.adv_pred,
+            "l2": self.l2,
+            "linf": self.linf,
+            "y": self.y,
+            "target": self.target,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> AttackResult:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            TypeError: ``data`` is not a mapping, or a field is not a tensor.
+            ValueError: a key is missing or unknown.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(
+                f"data must be a dict from AttackResult.to_dict(), got {describe(data)}"
+            )
+        names = ("x_adv", "success", "adv_pred", "l2", "linf", "y", "target")
+        unknown = sorted(set(data) - set(names))
+        missing = [n for n in names[:-1] if n not in data]
+        if unknown or missing:
+            raise ValueError(
+                f"data must have the keys {', '.join(names)}; missing: {missing or 'none'}, "
+                f"unknown: {unknown or 'none'}"
+            )
+        for n in names:
+            value = data.get(n)
+            if not isinstance(value, Tensor) and not (n == "target" and value is None):
+                raise TypeError(f"data[{n!r}] must be a tensor, got {describe(value)}")
+        target = data.get("target")
+        return cls(
+            x_adv=data["x_adv"],
+            success=data["success"],
+            adv_pred=data["adv_pred"],
+            l2=data["l2"],
+            linf=data["linf"],
+            y=data["y"],
+            target=target if isinstance(target, Tensor) else None,
+        )
+
+
+torch.serialization.add_safe_globals([AttackResult])
 
 
 @dataclass(frozen=True)
