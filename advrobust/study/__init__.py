@@ -12,7 +12,6 @@ training-set size::
 The same runs from the shell: ``advrobust study run --preset digits``.
 """
 
-from ._config import ATTACK_NAMES as ATTACK_NAMES
 from ._config import METRICS as METRICS
 from ._config import RECIPE_KINDS as RECIPE_KINDS
 from ._config import AttackSpec as AttackSpec
@@ -39,6 +38,14 @@ from ._results import read_results as read_results
 from ._results import turning_points as turning_points
 from ._results import write_results as write_results
 from ._runner import StudyConfigMismatchError as StudyConfigMismatchError
+from ._runner import StudyFolderBusyError as StudyFolderBusyError
+from ._runner import format_timings as format_timings
+from ._tasks import CellEval as CellEval
+from ._tasks import EvalTask as EvalTask
+from ._tasks import TaskOutput as TaskOutput
+from ._tasks import register_task as register_task
+from ._tasks import task_names as task_names
+from ._tasks import unregister_task as unregister_task
 from ._runner import StudyResult as StudyResult
 from ._runner import evaluation_sample as evaluation_sample
 from ._runner import finalize_study as finalize_study
@@ -47,27 +54,31 @@ from ._runner import merge_studies as merge_studies
 from ._runner import run_study as run_study
 
 __all__ = [
-    "ATTACK_NAMES",
     "COLUMNS",
     "METRICS",
     "RECIPE_KINDS",
     "AttackSpec",
     "Cell",
+    "CellEval",
     "ConfigError",
     "DataSpec",
     "EvalSpec",
+    "EvalTask",
     "ModelSpec",
     "RecipeSpec",
     "Shard",
     "StudyConfig",
     "StudyConfigMismatchError",
+    "StudyFolderBusyError",
     "StudyResult",
+    "TaskOutput",
     "TrainingSpec",
     "build_rows",
     "enumerate_cells",
     "evaluation_sample",
     "finalize_study",
     "format_summary",
+    "format_timings",
     "list_presets",
     "load_cell_model",
     "load_preset",
@@ -76,8 +87,11 @@ __all__ = [
     "plot_results",
     "preset_text",
     "read_results",
+    "register_task",
     "run_study",
     "shard_cells",
+    "task_names",
     "turning_points",
+    "unregister_task",
     "write_results",
 ]

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
-    "ATTACK_NAMES",
     "AUGMENTATIONS",
     "COMMON_SETS",
     "METRICS",
@@ -35,7 +34,8 @@ __all__ = [
     "TrainingSpec",
 ]
 
-#: Evaluation metrics a study can compute (``evaluation.metrics``).
+#: The built-in evaluation tasks (``evaluation.metrics``); more are added with
+#: :func:`advrobust.study.register_task`, and the config accepts every registered name.
 METRICS: tuple[str, ...] = (
     "accuracy",
     "robustness-linf",
@@ -51,11 +51,8 @@ RECIPE_KINDS: tuple[str, ...] = ("clean", "kurakin", "pgd-at")
 AUGMENTATIONS: tuple[str, ...] = ("shift", "flip", "rotation")
 #: Sets X over which the robustness score (paper 000 eq. 4) is averaged.
 COMMON_SETS: tuple[str, ...] = ("sizes", "models", "all")
-#: Attack classes of :mod:`advrobust.attacks` that a study can name.
-ATTACK_NAMES: tuple[str, ...] = ("FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2")
 
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
-_OPTIMIZERS = ("sgd", "adam")
 
 
 class ConfigError(ValueError):
@@ -220,10 +217,13 @@ class _Spec:
 
 @dataclass(frozen=True)
 class AttackSpec(_Spec):
-    """An attack of :mod:`advrobust.attacks` by class name plus constructor keyword arguments.
+    """An attack of the registry (:func:`advrobust.attacks.list_attacks`) in a study config.
+
+    This is the config's reference to an attack (what to build); the results record the
+    :class:`advrobust.attacks.AttackSpec` of the attack that actually ran.
 
     Args:
-        name: class name, one of ``FGSM, StepLL, StepRnd, BIM, IterLL, PGD, CWL2``.
+        name: a registered attack name (case-insensitive; stored as registered, e.g. ``BIM``).
         kwargs: constructor keyword arguments except the model (e.g. ``{"steps": 10}``).
     """
 
@@ -231,7 +231,16 @@ class AttackSpec(_Spec):
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _choice(self.name, "name", ATTACK_NAMES)
+        from advrobust.attacks import attack_info, list_attacks
+
+        _str(self.name, "name")
+        try:
+            object.__setattr__(self, "name", attack_info(self.name).name)
+        except ValueError:
+            raise ConfigError(
+                "name",
+                f"unknown attack {self.name!r}; registered attacks: {', '.join(list_attacks())}",
+            ) from None
         object.__setattr__(self, "kwargs", _kwargs(self.kwargs, "kwargs"))
         if "model" in self.kwargs:
             raise ConfigError("kwargs.model", "the model is supplied by the study, leave it out")
@@ -353,9 +362,48 @@ class RecipeSpec(_Spec):
         object.__setattr__(self, "settings", _kwargs(self.settings, "settings"))
 
 
+#: Where the study's training defaults differ from :class:`advrobust.training.TrainConfig`'s
+#: (which are the ImageNet-scale recipes of the papers): small models trained for a few epochs
+#: on small subsets train best with Adam at 1e-3 and no weight decay. Every other default is
+#: read from ``TrainConfig`` itself, so there is one source of defaults.
+STUDY_TRAINING_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}
+
+# the TrainConfig fields a study's ``training`` section sets directly
+_TRAIN_FIELDS = (
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "checkpoint_every",
+)
+
+
+def _train_default(name: str) -> Any:
+    from advrobust.training import TrainConfig
+
+    if name in STUDY_TRAINING_DEFAULTS:
+        return STUDY_TRAINING_DEFAULTS[name]
+    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+
+
+def _train_error(error: Exception) -> ConfigError:
+    """A :class:`TrainConfig` error as a ConfigError naming the field it is about."""
+    text = str(error)
+    for name in _TRAIN_FIELDS:
+        if text.startswith(f"{name} "):
+            return ConfigError(name, text[len(name) + 1 :])
+    return ConfigError("settings", text)
+
+
 @dataclass(frozen=True)
 class TrainingSpec(_Spec):
-    """Training settings shared by every recipe.
+    """Training settings shared by every recipe: the study's view of ``TrainConfig``.
+
+    Each field is the :class:`advrobust.training.TrainConfig` field of the same name, with
+    ``TrainConfig``'s default except where :data:`STUDY_TRAINING_DEFAULTS` says otherwise, and
+    is validated by ``TrainConfig`` itself (errors name the field, e.g. ``training.epochs``).
 
     Args:
         epochs: passes over each training subset.
@@ -369,28 +417,32 @@ class TrainingSpec(_Spec):
         settings: further :class:`advrobust.training.TrainConfig` fields for every recipe.
     """
 
-    epochs: int = 10
-    batch_size: int = 32
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    epochs: int = _train_default("epochs")
+    batch_size: int = _train_default("batch_size")
+    optimizer: str = _train_default("optimizer")
+    lr: float = _train_default("lr")
+    momentum: float = _train_default("momentum")
+    weight_decay: float = _train_default("weight_decay")
     augmentation: tuple[str, ...] = ()
-    checkpoint_every: int = 1
+    checkpoint_every: int = _train_default("checkpoint_every")
     settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _int(self.epochs, "epochs", minimum=1)
-        _int(self.batch_size, "batch_size", minimum=1)
-        _choice(self.optimizer, "optimizer", _OPTIMIZERS)
-        _float(self.lr, "lr", positive=True)
-        _float(self.momentum, "momentum", nonnegative=True)
-        _float(self.weight_decay, "weight_decay", nonnegative=True)
+        from advrobust.training import TrainConfig
+
+        try:
+            TrainConfig.clean(**self.train_fields())
+        except (TypeError, ValueError) as error:
+            raise _train_error(error) from None
+        _int(self.checkpoint_every, "checkpoint_every", minimum=1)
         object.__setattr__(
             self, "augmentation", _names(self.augmentation, "augmentation", AUGMENTATIONS)
         )
-        _int(self.checkpoint_every, "checkpoint_every", minimum=1)
         object.__setattr__(self, "settings", _kwargs(self.settings, "settings"))
+
+    def train_fields(self) -> dict[str, Any]:
+        """The :class:`TrainConfig` fields this section sets (before settings and recipes)."""
+        return {name: getattr(self, name) for name in _TRAIN_FIELDS}
 
 
 def _default_ifgsm() -> AttackSpec:
@@ -427,6 +479,9 @@ class EvalSpec(_Spec):
         transfer_attack: attack of the transfer matrix (Kurakin sec. 4.4).
         leak_eps: eps of the label-leak count (FGSM with true vs predicted labels).
         deepsec_attack: attack evaluated by the DeepSec attack metrics.
+        settings: settings of further evaluation tasks by task name (a table per task, e.g.
+            ``[evaluation.settings.my-metric]``), read by tasks added with
+            :func:`advrobust.study.register_task`.
     """
 
     metrics: tuple[str, ...] = (
@@ -448,11 +503,20 @@ class EvalSpec(_Spec):
     transfer_attack: AttackSpec = field(default_factory=lambda: AttackSpec("FGSM", {"eps": 0.1}))
     leak_eps: float = 0.3
     deepsec_attack: AttackSpec = field(default_factory=lambda: AttackSpec("PGD", {"eps": 0.1}))
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "metrics", _names(self.metrics, "metrics", METRICS))
+        from ._tasks import task_names
+
+        tasks = task_names()
+        object.__setattr__(self, "metrics", _names(self.metrics, "metrics", tasks))
         if not self.metrics:
-            raise ConfigError("metrics", f"must name at least one of {', '.join(METRICS)}")
+            raise ConfigError("metrics", f"must name at least one of {', '.join(tasks)}")
+        settings = _kwargs(self.settings, "settings")
+        for name, value in settings.items():
+            _choice(name, f"settings.{name}", tasks)
+            _kwargs(value, f"settings.{name}")
+        object.__setattr__(self, "settings", settings)
         _int(self.num_examples, "num_examples", minimum=1)
         if self.accuracy_examples is not None:
             _int(self.accuracy_examples, "accuracy_examples", minimum=1)
@@ -537,8 +601,28 @@ class StudyConfig:
     threads: int | None = None
     seed: int = 0
     description: str = ""
+    replicates: int = 1
+    seeds: tuple[int, ...] | None = None
+    paper: bool = False
 
     def __post_init__(self) -> None:
+        _int(self.replicates, "replicates", minimum=1)
+        if self.seeds is not None:
+            seeds: object = self.seeds
+            if isinstance(seeds, str) or not isinstance(seeds, Sequence) or not seeds:
+                raise ConfigError(
+                    "seeds", f"must be a non-empty list of integers, got {_desc(seeds)}"
+                )
+            seeds = tuple(_int(v, f"seeds[{i}]", minimum=0) for i, v in enumerate(seeds))
+            if len(set(seeds)) != len(seeds):
+                raise ConfigError("seeds", f"contains duplicates: {list(seeds)}")
+            if self.replicates not in (1, len(seeds)):
+                raise ConfigError(
+                    "replicates",
+                    f"is {self.replicates} but seeds lists {len(seeds)}; give one of them",
+                )
+            object.__setattr__(self, "seeds", seeds)
+        _bool(self.paper, "paper")
         if not isinstance(self.name, str) or not _LABEL_RE.match(self.name):
             raise ConfigError(
                 "name", f"must be a name of letters, digits and . _ + = -, got {self.name!r}"
@@ -594,10 +678,25 @@ class StudyConfig:
             raise ConfigError(name, f"must be a non-empty list, got {_desc(value)}")
         return tuple(_build(cls, v, f"{name}[{i}]") for i, v in enumerate(value))
 
+    @property
+    def num_replicates(self) -> int:
+        """How many times every cell is trained and evaluated (``len(seeds)`` or ``replicates``)."""
+        return len(self.seeds) if self.seeds is not None else self.replicates
+
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly nested dict (lists for tuples)."""
+        """A JSON-friendly nested dict (lists for tuples).
+
+        Fields added after the first release are left out while they hold their defaults
+        (``replicates = 1``, no ``seeds``, ``paper = false``, no ``evaluation.settings``), so
+        configs and fingerprints of studies written before them are unchanged.
+        """
         out: dict[str, Any] = _to_plain(self)
+        for key, default in (("replicates", 1), ("seeds", None), ("paper", False)):
+            if out.get(key) == default:
+                out.pop(key)
+        if not out["evaluation"].get("settings"):
+            out["evaluation"].pop("settings", None)
         return out
 
     @classmethod
@@ -612,7 +711,13 @@ class StudyConfig:
         for required in ("name", "data", "models"):
             if required not in data:
                 raise ConfigError(required, "missing (required)")
-        return cls(**dict(data))
+        values = dict(data)
+        if values.get("paper") is True:
+            # the paper's procedures for every evaluation field the config leaves out
+            evaluation = values.get("evaluation", {})
+            if isinstance(evaluation, Mapping):
+                values["evaluation"] = {**paper_evaluation(), **evaluation}
+        return cls(**values)
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """Serialise to JSON text."""
@@ -685,6 +790,7 @@ class StudyConfig:
         out.pop("device")
         out.pop("threads")
         out.pop("description")
+        out.pop("paper", None)  # (the evaluation it chose is part of the identity)
         out["data"].pop("root")
         return out
 
@@ -692,6 +798,21 @@ class StudyConfig:
         """SHA-256 of :meth:`identity` in canonical JSON: equal iff the results would be equal."""
         text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def paper_evaluation() -> dict[str, Any]:
+    """The papers' own evaluation procedures, which ``paper = true`` selects.
+
+    Paper 000 ("How training data affect the accuracy and robustness of neural networks for
+    image classification", ICLR 2019 submission), sec. 3: the Linf robustness is the smallest
+    eps at which I-FGSM with T steps of eps/T succeeds (bisected), the L2 robustness the
+    Carlini-Wagner L2 distance, and adversarial accuracy (eq. 5) I-FGSM at eps = Delta.
+    """
+    return {
+        "linf_attack": {"name": "BIM", "kwargs": {"steps": 10, "rel_alpha": 0.1}},
+        "l2_attack": {"name": "CWL2", "kwargs": {"steps": 100, "binary_search_steps": 6}},
+        "delta_attack": {"name": "BIM", "kwargs": {"steps": 10, "rel_alpha": 0.1}},
+    }
 
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
