@@ -39,19 +39,19 @@ from ._results import turning_points as turning_points
 from ._results import write_results as write_results
 from ._runner import StudyConfigMismatchError as StudyConfigMismatchError
 from ._runner import StudyFolderBusyError as StudyFolderBusyError
+from ._runner import StudyResult as StudyResult
+from ._runner import evaluation_sample as evaluation_sample
+from ._runner import finalize_study as finalize_study
 from ._runner import format_timings as format_timings
+from ._runner import load_cell_model as load_cell_model
+from ._runner import merge_studies as merge_studies
+from ._runner import run_study as run_study
 from ._tasks import CellEval as CellEval
 from ._tasks import EvalTask as EvalTask
 from ._tasks import TaskOutput as TaskOutput
 from ._tasks import register_task as register_task
 from ._tasks import task_names as task_names
 from ._tasks import unregister_task as unregister_task
-from ._runner import StudyResult as StudyResult
-from ._runner import evaluation_sample as evaluation_sample
-from ._runner import finalize_study as finalize_study
-from ._runner import load_cell_model as load_cell_model
-from ._runner import merge_studies as merge_studies
-from ._runner import run_study as run_study
 
 __all__ = [
     "COLUMNS",

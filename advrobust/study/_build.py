@@ -278,8 +278,11 @@ def make_attack(spec: AttackSpec, model: nn.Module, field_name: str, **overrides
 
 
 def attack_record(attack: Any, note: str = "") -> dict[str, Any]:
-    """What the results say of an attack that ran: a readable line and, as ``config``, its
-    :meth:`advrobust.attacks.Attack.spec` verbatim (``AttackSpec.to_dict``)."""
+    """What the results say of an attack that ran.
+
+    A readable line (``repr``) and, as ``config``, the attack's
+    :meth:`advrobust.attacks.Attack.spec` verbatim (``AttackSpec.to_dict``).
+    """
     return {
         "repr": repr(attack) + (f" {note}" if note else ""),
         "config": attack.spec().to_dict(),

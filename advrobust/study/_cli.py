@@ -19,14 +19,13 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._config import ATTACK_NAMES, ConfigError, StudyConfig
+from ._config import ConfigError, StudyConfig
 
 __all__ = ["build_parser", "main"]
 
@@ -117,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         metavar="NAME",
-        help=f"attack class ({', '.join(ATTACK_NAMES)}); repeatable (default: BIM and CWL2; "
+        help="a registered attack (advrobust.attacks.list_attacks()); repeatable "
+        "(default: BIM and CWL2; "
         "CWL2 runs its defaults, 9 x 1000 steps, unless --attack-kwargs says otherwise)",
     )
     ev.add_argument(
@@ -307,124 +307,57 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_attack_kwargs(items: Sequence[str], lookup: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Parse repeated ``NAME=JSON`` options into constructor kwargs per attack class name."""
+def _attack_name(name: str, option: str) -> str:
+    """The registered name of an attack given on the command line (case-insensitive)."""
+    from advrobust.attacks import attack_info, list_attacks
+
+    try:
+        return attack_info(name).name
+    except ValueError:
+        raise ValueError(
+            f"unknown attack {name!r} in {option}; valid attacks: {', '.join(list_attacks())}"
+        ) from None
+
+
+def _parse_attack_kwargs(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Parse repeated ``NAME=JSON`` options into constructor kwargs per registered attack."""
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         name, sep, text = item.partition("=")
-        if not sep or name.strip().lower() not in lookup:
-            raise ValueError(
-                f"--attack-kwargs must look like NAME=JSON with NAME one of "
-                f"{', '.join(ATTACK_NAMES)}, got {item!r}"
-            )
+        if not sep:
+            raise ValueError(f"--attack-kwargs must look like NAME=JSON, got {item!r}")
+        registered = _attack_name(name.strip(), "--attack-kwargs")
         try:
             kwargs = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"--attack-kwargs {item!r}: not valid JSON ({error})") from None
         if not isinstance(kwargs, dict):
             raise ValueError(f"--attack-kwargs {item!r}: the JSON must be an object")
-        out.setdefault(lookup[name.strip().lower()], {}).update(kwargs)
+        out.setdefault(registered, {}).update(kwargs)
     return out
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
+    from ._evaluate import evaluate_saved_model
 
-    from advrobust import attacks as A
-    from advrobust import metrics as M
-    from advrobust.data import load_dataset
-
-    from ._runner import adversarial_accuracies, build_model, load_weights, resolve_device
-
-    names = args.attack or ["BIM", "CWL2"]
-    lookup = {n.lower(): n for n in ATTACK_NAMES}
-    for name in names:
-        if name.lower() not in lookup:
-            raise ValueError(f"unknown attack {name!r}; valid attacks: {', '.join(ATTACK_NAMES)}")
-    if args.num_examples < 1:
-        raise ValueError(f"--num-examples must be >= 1, got {args.num_examples}")
-    attack_kwargs = _parse_attack_kwargs(args.attack_kwargs or [], lookup)
-    weights = Path(args.weights)
-    if not weights.is_file():
-        raise FileNotFoundError(f"--weights {weights} does not exist")
-    data = load_dataset(args.dataset, root=args.root, split=args.split)
-    device = resolve_device(args.device)
-    sidecar = (
-        weights.with_name("model.json")
-        if weights.name == "model.pt"
-        else weights.with_suffix(".json")
+    names = [_attack_name(n, "--attack") for n in (args.attack or ["BIM", "CWL2"])]
+    evaluate_saved_model(
+        model=args.model,
+        weights=Path(args.weights),
+        dataset=args.dataset,
+        root=args.root,
+        split=args.split,
+        attacks=names,
+        attack_kwargs=_parse_attack_kwargs(args.attack_kwargs or []),
+        eps=args.eps,
+        model_kwargs=args.model_kwargs,
+        no_normalize=args.no_normalize,
+        num_examples=args.num_examples,
+        batch_size=args.batch_size,
+        device=args.device,
+        seed=args.seed,
+        stream=sys.stdout,
     )
-    spec: dict[str, Any] = {}
-    if sidecar.is_file():
-        spec = json.loads(sidecar.read_text(encoding="utf-8"))
-        recorded = spec.get("name")
-        if recorded is not None and recorded != args.model:
-            raise ValueError(
-                f"--model {args.model!r} does not match {sidecar}, which records the weights "
-                f"as model {recorded!r}; pass --model {recorded}"
-            )
-    if args.model_kwargs is not None:
-        try:
-            spec["kwargs"] = json.loads(args.model_kwargs)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--model-kwargs is not valid JSON: {error}") from None
-    shape = tuple(data.data.shape)
-    spec.update(
-        name=args.model,
-        num_classes=len(data.classes),
-        in_channels=int(shape[1]),
-        input_size=int(shape[-1]),
-    )
-    spec.setdefault("kwargs", {})
-    if args.no_normalize:
-        spec["normalize"] = None
-    elif "normalize" not in spec:
-        spec["normalize"] = [list(data.mean), list(data.std)]
-    model = build_model(spec)
-    try:
-        load_weights(model, weights)
-    except ValueError as error:
-        raise ValueError(
-            f"--weights: model {args.model!r} with kwargs {spec['kwargs']} "
-            f"(normalize={spec['normalize'] is not None}): {error}"
-        ) from None
-    model = model.to(device).eval()
-    n = len(data.targets)
-    rng = np.random.default_rng(args.seed)
-    idx = torch.as_tensor(np.sort(rng.permutation(n)[: min(args.num_examples, n)]))
-    x, y = data.data[idx].to(device), data.targets[idx].to(device)
-    full = M.accuracy(
-        model, (data.data.to(device), data.targets.to(device)), batch_size=args.batch_size
-    )
-    print(f"model {args.model} ({weights}) on {args.dataset}/{args.split}")
-    print(f"{'metric':40s} {'value':>10s}  n")
-    print(f"{'accuracy':40s} {full.value:10.4f}  {full.num_examples}")
-    gen = torch.Generator(device=device).manual_seed(args.seed)
-    for name in names:
-        cls_name = lookup[name.lower()]
-        try:
-            attack = getattr(A, cls_name)(model, **attack_kwargs.get(cls_name, {}))
-        except TypeError as error:
-            raise ValueError(f"--attack-kwargs for {cls_name}: {error}") from None
-        if args.eps and lookup[name.lower()] != "CWL2":
-            values = adversarial_accuracies(
-                model, (x, y), attack, args.eps, batch_size=args.batch_size, generator=gen
-            )
-            for eps, value in zip(args.eps, values, strict=True):
-                label = f"adversarial accuracy {attack.norm} eps={eps:g} [{type(attack).__name__}]"
-                print(f"{label:40s} {value:10.4f}  {len(y)}")
-        else:
-            dres = M.minimal_distortion(
-                model, (x, y), attack, batch_size=args.batch_size, generator=gen
-            )
-            mean = dres.mean
-            label = f"mean minimal {dres.norm} distortion [{type(attack).__name__}]"
-            shown = "nan" if math.isnan(mean) else f"{mean:.4f}"
-            print(
-                f"{label:40s} {shown:>10s}  {int(dres.found.sum())} broken, "
-                f"{dres.num_unbroken} unbroken"
-            )
     return 0
 
 

@@ -170,7 +170,13 @@ def test_study_cli_evaluate_saved_weights(
     assert _evaluate(weights, "--attack-kwargs", "CWL2=[1]", *small) == 1
     assert "must be an object" in capsys.readouterr().err
     assert _evaluate(weights, "--attack", "DeepFool") == 1
-    assert "unknown attack 'DeepFool'; valid attacks: FGSM" in capsys.readouterr().err
+    from advrobust.attacks import list_attacks
+
+    # the valid names come from the attack registry (before: a list of the study's own)
+    valid = ", ".join(list_attacks())
+    assert f"unknown attack 'DeepFool' in --attack; valid attacks: {valid}" in (
+        capsys.readouterr().err
+    )
     # the model.json beside a study's weights names the model: a different --model is refused
     assert _evaluate(weights, *small, model="simple-cnn") == 1
     err = capsys.readouterr().err
