@@ -1,16 +1,15 @@
-"""Atomic checkpoint files: temporary file in the same directory, fsync, ``os.replace``."""
+"""Checkpoint files, written atomically through :mod:`advrobust._atomic`."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._atomic import atomic_open
 from .._validate import describe
 
 __all__ = [
@@ -25,16 +24,6 @@ CHECKPOINT_FORMAT = "advrobust.training.checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates files readable by the owner only; checkpoints get the usual permissions.
-_FILE_MODE = 0o666 & ~_current_umask()
-
-
 class CheckpointError(ValueError):
     """A checkpoint file is corrupt, truncated, or not an advrobust training checkpoint."""
 
@@ -43,19 +32,6 @@ def _as_path(path: object, name: str = "path") -> Path:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name} must be a str or os.PathLike, got {describe(path)}")
     return Path(path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Make the rename itself durable; not every platform lets a directory be opened.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> Path:
@@ -84,23 +60,8 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> P
     payload = dict(state)
     payload["format"] = CHECKPOINT_FORMAT
     payload["version"] = CHECKPOINT_VERSION
-    directory = dest.parent if str(dest.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, _FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(directory)
+    with atomic_open(dest) as fh:
+        torch.save(payload, fh)
     return dest
 
 

@@ -48,6 +48,20 @@ class EpochStats:
         """A plain dict of the fields."""
         return dataclasses.asdict(self)
 
+    def summary_line(self) -> str:
+        """One line for the log: loss and accuracies in percent, and the time taken."""
+
+        def pct(v: float | None) -> str:
+            return "-" if v is None else f"{100 * v:.1f}%"
+
+        text = (
+            f"epoch {self.epoch}: loss {self.loss:.4f}, train clean "
+            f"{pct(self.train_clean_acc)}, adv {pct(self.train_adv_acc)}"
+        )
+        if self.val_clean_acc is not None:
+            text += f" | val clean {pct(self.val_clean_acc)}, adv {pct(self.val_adv_acc)}"
+        return text + f" ({self.seconds:.1f} s)"
+
 
 class History:
     """Per-epoch :class:`EpochStats` of a training run (``history[i]``, ``len``, iteration).

@@ -2,47 +2,37 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import math
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .._validate import describe, model_state_guard
+from .._distributed import all_reduce_sum, barrier, broadcast_buffers, dist_info
+from .._validate import check_labels, check_logits, describe, model_state_guard
 from ..attacks import Attack
-from ._checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..data import TensorLoader
+from ._build import build_attack, build_optimizer, build_scheduler
+from ._checkpoint import load_checkpoint, save_checkpoint
 from ._config import TrainConfig, _thaw
-from ._distributed import (
-    EvalShardSampler,
-    TensorBatches,
-    all_reduce_sum,
-    barrier,
-    broadcast_buffers,
-    dist_info,
-    gather_objects,
-)
+from ._data import TensorBatches, is_sharded, make_loader, unpack_batch
 from ._eps import EpsSampler
+from ._interrupts import DeferredInterrupt
 from ._loss import LossFn, mixed_batch_loss
 from ._records import BatchInfo as BatchInfo
 from ._records import Callback as Callback
 from ._records import EpochStats as EpochStats
 from ._records import History as History
 from ._select import split_indices
-from ._state import (
-    DeferredInterrupt,
-    check_state_dict_fits,
-    derive_seed,
-    get_rng_state,
-    set_rng_state,
-)
+from ._state import derive_seed, get_rng_state, restore_trainer_state, set_rng_state, trainer_state
+from ._step import StepFigures as StepFigures
+from ._step import StepOutput as StepOutput
 
 __all__ = [
     "AdversarialTrainer",
@@ -51,12 +41,12 @@ __all__ = [
     "EpochStats",
     "History",
     "NonFiniteLossError",
+    "StepFigures",
+    "StepOutput",
 ]
 
 Regularizer = Callable[[nn.Module, Tensor, Tensor], Tensor]
 _CKPT_NAME = "last.pt"
-# Fields that may differ between a checkpoint's config and the resuming trainer's config.
-_RESUME_FREE_FIELDS = frozenset({"epochs", "checkpoint_every", "log_every"})
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -177,12 +167,12 @@ class AdversarialTrainer:
         self.attack: Attack = (
             self._check_attack(attack, "attack")
             if attack is not None
-            else self._build_attack(_thaw(config.attack))
+            else build_attack(model, _thaw(config.attack))
         )
         self.eps_sampler: EpsSampler = config.eps_sampler()
 
         if optimizer is None:
-            optimizer = self._build_optimizer()
+            optimizer = build_optimizer(model, config)
         elif not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {describe(optimizer)}")
         else:
@@ -196,7 +186,7 @@ class AdversarialTrainer:
                         )
         self.optimizer = optimizer
         if scheduler is None:
-            scheduler = self._build_scheduler()
+            scheduler = build_scheduler(optimizer, config)
         self.scheduler = scheduler
         self.scaler: torch.amp.GradScaler | None = (
             torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
@@ -212,12 +202,13 @@ class AdversarialTrainer:
         self.history = History()
         self.stop_training = False
         self._batch_in_epoch = 0
-        self._partial: tuple[Tensor, int] | None = None
+        self._partial: tuple[StepFigures, int] | None = None
         self._epoch_start_rng: dict[str, Any] | None = None
         self._committed_rng: dict[str, Any] | None = None
         self._resume_partial: dict[str, Any] | None = None
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self._interrupts = DeferredInterrupt()
+        self._check_first_batch = False
 
     # ------------------------------------------------------------------ construction helpers
     def _check_attack(self, attack: object, name: str) -> Attack:
@@ -230,51 +221,6 @@ class AdversarialTrainer:
                 f"at {id(self.model):#x}); use {name}.with_model(model)"
             )
         return attack
-
-    def _build_attack(self, spec: dict[str, Any]) -> Attack:
-        from .. import attacks
-
-        name = spec.pop("name")
-        cls = getattr(attacks, name, None)
-        if not (isinstance(cls, type) and issubclass(cls, Attack)):
-            raise ValueError(f"config.attack names an unknown attack {name!r}")
-        built: Attack = cls(self.model, **spec)
-        return built
-
-    def _build_optimizer(self) -> torch.optim.Optimizer:
-        cfg = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(
-                params,
-                lr=cfg.lr,
-                momentum=cfg.momentum,
-                weight_decay=cfg.weight_decay,
-                nesterov=cfg.nesterov,
-            )
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    def _build_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler | None:
-        spec = self.config.scheduler
-        if spec is None:
-            return None
-        sched = torch.optim.lr_scheduler
-        name = spec["name"]
-        if name == "cosine":
-            return sched.CosineAnnealingLR(
-                self.optimizer, T_max=self.config.epochs, eta_min=float(spec.get("eta_min", 0.0))
-            )
-        if name == "step":
-            return sched.StepLR(
-                self.optimizer,
-                step_size=int(spec["step_size"]),
-                gamma=float(spec.get("gamma", 0.1)),
-            )
-        return sched.MultiStepLR(
-            self.optimizer,
-            milestones=[int(m) for m in spec["milestones"]],
-            gamma=float(spec.get("gamma", 0.1)),
-        )
 
     # ------------------------------------------------------------------ data
     def make_loader(
@@ -303,103 +249,16 @@ class AdversarialTrainer:
         * any other iterable of ``(x, y)`` batches: used as is (``set_epoch`` is called if it
           exists).
         """
-        from ..data import TensorLoader
-
-        x_y: tuple[Tensor, Tensor] | None = None
-        if (
-            isinstance(data, (tuple, list))
-            and len(data) == 2
-            and all(isinstance(t, Tensor) for t in data)
-        ):
-            x_y = (data[0], data[1])
-        elif isinstance(getattr(data, "data", None), Tensor) and isinstance(
-            getattr(data, "targets", None), Tensor
-        ):
-            x_y = (data.data, data.targets)
-        if x_y is not None:
-            return TensorBatches(
-                x_y[0],
-                x_y[1],
-                batch_size=self.config.batch_size,
-                shuffle=shuffle,
-                base_seed=derive_seed(self.config.seed, "data"),
-                rank=self.rank,
-                world_size=self.world_size,
-                pad=not evaluation,
-            )
-        if isinstance(data, TensorLoader):
-            if self.world_size > 1:
-                return TensorBatches(
-                    data.x,
-                    data.y,
-                    batch_size=data.batch_size,
-                    shuffle=data.shuffle,
-                    base_seed=data.base_seed,
-                    drop_last=data.drop_last,
-                    augment=data.augment,
-                    rank=self.rank,
-                    world_size=self.world_size,
-                    pad=not evaluation,
-                )
-            return data
-        if isinstance(data, torch.utils.data.DataLoader):
-            if self.world_size > 1 and not isinstance(
-                data.sampler, (torch.utils.data.DistributedSampler, EvalShardSampler)
-            ):
-                return cast(Iterable[Any], self._distributed_dataloader(data, name, evaluation))
-            return data
-        if isinstance(data, Iterable) and not isinstance(data, (str, bytes, Tensor)):
-            return data
-        raise TypeError(
-            f"{name} must be (x, y) tensors, an ImageDataset, a TensorLoader, a DataLoader or "
-            f"an iterable of (x, y) batches, got {describe(data)}"
+        return make_loader(
+            data,
+            batch_size=self.config.batch_size,
+            seed=self.config.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+            shuffle=shuffle,
+            name=name,
+            evaluation=evaluation,
         )
-
-    def _distributed_dataloader(self, loader: Any, name: str, evaluation: bool) -> Any:
-        from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
-
-        if loader.batch_size is None:
-            raise ValueError(
-                f"{name}: cannot shard a DataLoader with a custom batch_sampler over ranks; "
-                f"give it a DistributedSampler yourself"
-            )
-        sampler: Sampler[Any]
-        if evaluation:
-            sampler = EvalShardSampler(len(loader.dataset), self.rank, self.world_size)
-        else:
-            sampler = DistributedSampler(
-                loader.dataset,
-                num_replicas=self.world_size,
-                rank=self.rank,
-                shuffle=isinstance(loader.sampler, RandomSampler),
-                seed=self.config.seed,
-                drop_last=loader.drop_last,
-            )
-        return DataLoader(
-            loader.dataset,
-            batch_size=loader.batch_size,
-            sampler=sampler,
-            num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn,
-            pin_memory=loader.pin_memory,
-            drop_last=loader.drop_last,
-        )
-
-    def _unpack(self, batch: Any, name: str) -> tuple[Tensor, Tensor]:
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise TypeError(f"{name} must yield (x, y) batches, got {describe(batch)}")
-        x, y = batch[0], batch[1]
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"{name} batches: x must be a floating-point tensor, got {describe(x)}")
-        if not isinstance(y, Tensor) or y.is_floating_point() or y.dim() != 1:
-            raise TypeError(f"{name} batches: y must be a 1-D integer tensor, got {describe(y)}")
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"{name} batches: x has {x.shape[0]} examples but y has {y.shape[0]}")
-        if x.device != self.device:
-            x = x.to(self.device, non_blocking=True)
-        if y.device != self.device:
-            y = y.to(self.device, non_blocking=True)
-        return x, y.long()
 
     # ------------------------------------------------------------------ one step
     def _autocast(self) -> Any:
@@ -407,19 +266,21 @@ class AdversarialTrainer:
         dtype = torch.bfloat16 if amp == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=amp != "none")
 
-    def train_step(
-        self, x: Tensor, y: Tensor, *, nominal_batch: int | None = None
-    ) -> tuple[Tensor, Tensor, Tensor, int, Tensor, Tensor]:
-        """One step of algorithm 1 on a minibatch ``(x, y)``.
+    def train_step(self, x: Tensor, y: Tensor, *, nominal_batch: int | None = None) -> StepOutput:
+        """One step of algorithm 1 on a minibatch ``(x, y)`` (already on the training device).
 
         With an int ``config.k`` and a batch smaller than ``nominal_batch`` (the last batch of
         an epoch), ``k`` is scaled to the same share: ``round(k * m / nominal_batch)``.
 
         Returns:
-            ``(loss, x_mixed, y_mixed, k, replaced, figures)``: the detached loss, the batch
-            fed to the model (``k`` adversarial rows first) and its labels, the indices of the
-            replaced examples in ``x``, and ``figures``, a device tensor
-            ``[loss * m, m, clean correct, m - k, adversarial correct, k]``.
+            A :class:`StepOutput`: the detached loss, the batch fed to the model (``k``
+            adversarial rows first) and its labels, ``k``, the indices of the replaced
+            examples in ``x``, and the step's :class:`StepFigures` (on the device).
+
+        Raises:
+            TypeError: the model does not return a logits tensor (e.g. a tuple).
+            ValueError: the model's logits are not ``(B, K)``, or a label lies outside
+                ``[0, K)`` (found when the loss rejects it; no extra host sync per step).
         """
         cfg = self.config
         m = x.shape[0]
@@ -445,12 +306,17 @@ class AdversarialTrainer:
             y_adv = y[:0]
             x_in, y_in = x, y
         with self._autocast():
-            logits = self._net(x_in)
-        logits = logits.float()
+            out = self._net(x_in)
+        logits = check_logits(out, m, "model output").float()
         logits_adv, logits_clean = logits[:k], logits[k:]
-        loss = mixed_batch_loss(
-            logits_clean, y_clean, logits_adv, y_adv, cfg.adv_weight, loss_fn=self.loss_fn
-        )
+        try:
+            loss = mixed_batch_loss(
+                logits_clean, y_clean, logits_adv, y_adv, cfg.adv_weight, loss_fn=self.loss_fn
+            )
+        except (IndexError, RuntimeError):
+            # torch's IndexError / index RuntimeError for a label >= K: say it as advrobust does
+            check_labels(y, m, "y", num_classes=logits.shape[1])
+            raise
         if self.regularizer is not None:
             loss = loss + self.regularizer(self.model, x_in, y_in)
         self.optimizer.zero_grad(set_to_none=True)
@@ -468,25 +334,17 @@ class AdversarialTrainer:
             self.optimizer.step()
         with torch.no_grad():
             pred = logits.argmax(dim=1)
-            hit = (pred == y_in).to(torch.float64 if self.device.type != "mps" else torch.float32)
+            hit = (pred == y_in).to(self._acc_dtype)
             loss_d = loss.detach()
-
-            def count(v: int) -> Tensor:  # a device fill: no host-to-device copy, no sync
-                return torch.full((), float(v), dtype=hit.dtype, device=hit.device)
-
-            figures = torch.stack(
-                [
-                    loss_d.to(hit.dtype) * m,
-                    count(m),
-                    hit[k:].sum(),
-                    count(m - k),
-                    hit[:k].sum(),
-                    count(k),
-                ]
-            )
+            figures = StepFigures.of_step(loss_d, hit, m, k)
             bad = ~torch.isfinite(loss_d)
             self._first_bad = torch.where(bad & (self._first_bad < 0), self.step, self._first_bad)
-        return loss_d, x_in, y_in, k, replaced, figures
+        return StepOutput(loss_d, x_in, y_in, k, replaced, figures)
+
+    @property
+    def _acc_dtype(self) -> torch.dtype:
+        # float64 counts are exact to 2**53; MPS has no float64
+        return torch.float64 if self.device.type != "mps" else torch.float32
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -524,7 +382,9 @@ class AdversarialTrainer:
                 (the in-memory weights are not usable).
             KeyboardInterrupt: re-raised after a checkpoint of the last completed step was
                 written (when ``checkpoint_dir`` is set); :meth:`resume` continues from there.
-            ValueError: ``k`` larger than a batch, and other bad input.
+            ValueError: ``k`` larger than a batch, empty data, NaN/Inf in ``x``, labels
+                outside ``[0, K)``, and other bad input (checked before the first step).
+            TypeError: the model does not return a logits tensor.
         """
         total = self.config.epochs if epochs is None else epochs
         if isinstance(total, bool) or not isinstance(total, int) or total < 1:
@@ -540,6 +400,8 @@ class AdversarialTrainer:
             if val_loader is not None
             else None
         )
+        if self.epoch < total:
+            self._preflight(loader, "train_loader")
         self.stop_training = False
         bar = self._progress_bar(loader, total, progress)
         written_epoch = self.epoch
@@ -598,6 +460,36 @@ class AdversarialTrainer:
 
     _last_ckpt_epoch: int | None = None
 
+    def _preflight(self, loader: Iterable[Any], name: str) -> None:
+        """Check the data and the model's output once, before the first step changes anything.
+
+        In-memory data (a :class:`~advrobust.data.TensorLoader`) is checked whole: finite
+        ``x``, labels in ``[0, K)``, with ``K`` from one forward of a single example in eval
+        mode under ``no_grad`` (no statistics updated, no random number drawn). Other loaders
+        are not iterated here (that could draw from the global RNG and break exact resumes):
+        an empty one with a length is refused, and their first batch is checked in
+        :meth:`_run_epoch`.
+        """
+        self._check_first_batch = not isinstance(loader, TensorLoader)
+        if not isinstance(loader, TensorLoader):
+            try:
+                size = len(loader)  # type: ignore[arg-type]
+            except TypeError:  # no len(): the epoch itself finds out
+                return
+            if size == 0:
+                raise ValueError(f"{name} is empty: it yields no batches")
+            return
+        x_all, y_all = loader.x, loader.y
+        if x_all.shape[0] == 0:
+            raise ValueError(f"{name} holds no examples (x has shape {tuple(x_all.shape)})")
+        x_one, _ = unpack_batch((x_all[:1], y_all[:1]), name, self.device)
+        with torch.no_grad(), model_state_guard(self.model, train=False):
+            out = self.model(x_one)
+        logits = check_logits(out, 1, "model output")
+        unpack_batch(
+            (x_all, y_all), name, x_all.device, num_classes=logits.shape[1], check_values=True
+        )
+
     def _run_epoch(
         self,
         loader: Iterable[Any],
@@ -608,9 +500,10 @@ class AdversarialTrainer:
     ) -> EpochStats:
         start = time.perf_counter()
         skip = 0
-        if self._resume_partial is not None:  # continue an interrupted epoch
-            skip = int(self._resume_partial["batch"])
-            set_rng_state(self._resume_partial["epoch_start_rng"], self.generator)
+        resume = self._resume_partial
+        if resume is not None:  # continue an interrupted epoch
+            skip = int(resume["batch"])
+            set_rng_state(resume["epoch_start_rng"], self.generator)
         set_epoch = getattr(loader, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(self.epoch)
@@ -618,19 +511,18 @@ class AdversarialTrainer:
         if callable(getattr(sampler, "set_epoch", None)):
             sampler.set_epoch(self.epoch)
         self._epoch_start_rng = get_rng_state(self.generator)
-        acc_dtype = torch.float64 if self.device.type != "mps" else torch.float32
-        sums = torch.zeros(6, dtype=acc_dtype, device=self.device)
+        sums = StepFigures.zeros(self.device, self._acc_dtype)
         steps = 0
         if bar is not None:
             bar.reset()
             bar.set_description(f"epoch {self.epoch + 1}")
         iterator = iter(loader)
-        if self._resume_partial is not None:
+        if resume is not None:
             for _ in range(skip):
                 next(iterator)
-            sums = self._resume_partial["sums"].to(self.device, acc_dtype)
-            steps = int(self._resume_partial["steps"])
-            set_rng_state(self._resume_partial["rng"], self.generator)
+            sums = StepFigures(resume["sums"].to(self.device, self._acc_dtype))
+            steps = int(resume["steps"])
+            set_rng_state(resume["rng"], self.generator)
             self._resume_partial = None
             if bar is not None:
                 bar.update(skip)
@@ -641,15 +533,16 @@ class AdversarialTrainer:
         bs = getattr(loader, "batch_size", None)
         nominal: int | None = bs if isinstance(bs, int) and not isinstance(bs, bool) else None
         for batch in iterator:
-            x, y = self._unpack(batch, "train_loader")
+            x, y = unpack_batch(
+                batch, "train_loader", self.device, check_values=self._check_first_batch
+            )
+            self._check_first_batch = False
             if nominal is None:
                 nominal = x.shape[0]
-            # Ctrl-C waits until the step and its counters are committed together.
+            # Ctrl-C and SIGTERM wait until the step and its counters are committed together.
             with self._interrupts.critical():
-                loss, x_in, y_in, k, replaced, figures = self.train_step(
-                    x, y, nominal_batch=nominal
-                )
-                sums += figures
+                out = self.train_step(x, y, nominal_batch=nominal)
+                sums.add_(out.figures)
                 steps += 1
                 self.step += 1
                 batch_index += 1
@@ -661,38 +554,37 @@ class AdversarialTrainer:
                     epoch=self.epoch,
                     batch=batch_index - 1,
                     step=self.step,
-                    loss=loss,
-                    x=x_in,
-                    y=y_in,
-                    num_adv=k,
-                    replaced=replaced,
+                    loss=out.loss,
+                    x=out.x,
+                    y=out.y,
+                    num_adv=out.num_adv,
+                    replaced=out.replaced,
                 )
                 for cb in callbacks:
                     cb.on_batch_end(self, info)
             if self.step % self.config.log_every == 0:
                 self._check_finite()
                 if bar is not None:
-                    bar.set_postfix(self._running(sums), refresh=False)
+                    bar.set_postfix(sums.running(), refresh=False)
             if bar is not None:
                 bar.update(1)
+        if batch_index == 0:
+            raise ValueError(
+                f"train_loader yielded no batches in epoch {self.epoch + 1}; nothing was trained"
+            )
         self._check_finite()
         if self.distributed:
             broadcast_buffers(self.model)
         lr = float(self.optimizer.param_groups[0]["lr"])
-        total = all_reduce_sum(sums.clone()).tolist()
-        loss_sum, n, clean_hit, n_clean, adv_hit, n_adv = total
+        total = StepFigures(all_reduce_sum(sums.values.clone())).totals()
         stats = EpochStats(
             epoch=self.epoch + 1,
-            loss=loss_sum / n if n else math.nan,
-            train_clean_acc=clean_hit / n_clean if n_clean else None,
-            train_adv_acc=adv_hit / n_adv if n_adv else None,
             val_clean_acc=None,
             val_adv_acc=None,
             lr=lr,
             steps=steps,
-            examples=int(n),
-            adv_examples=int(n_adv),
             seconds=time.perf_counter() - start,
+            **StepFigures.summary(total),
         )
         # The epoch's end (scheduler, counters, history) is committed as one piece, so that a
         # Ctrl-C during validation leaves a consistent state (the epoch without val figures).
@@ -713,31 +605,9 @@ class AdversarialTrainer:
             )
             self.history.epochs[-1] = stats
         if bar is not None:
-            bar.set_postfix(self._running(sums), refresh=True)
-            bar.write(self._summary(stats), file=sys.stderr)
+            bar.set_postfix(sums.running(), refresh=True)
+            bar.write(stats.summary_line(), file=sys.stderr)
         return stats
-
-    def _summary(self, s: EpochStats) -> str:
-        def pct(v: float | None) -> str:
-            return "-" if v is None else f"{100 * v:.1f}%"
-
-        text = (
-            f"epoch {s.epoch}: loss {s.loss:.4f}, train clean {pct(s.train_clean_acc)}, "
-            f"adv {pct(s.train_adv_acc)}"
-        )
-        if s.val_clean_acc is not None:
-            text += f" | val clean {pct(s.val_clean_acc)}, adv {pct(s.val_adv_acc)}"
-        return text + f" ({s.seconds:.1f} s)"
-
-    @staticmethod
-    def _running(sums: Tensor) -> dict[str, str]:
-        loss_sum, n, clean_hit, n_clean, adv_hit, n_adv = sums.tolist()
-        out = {"loss": f"{loss_sum / max(n, 1):.4f}"}
-        if n_clean:
-            out["clean"] = f"{clean_hit / n_clean:.3f}"
-        if n_adv:
-            out["adv"] = f"{adv_hit / n_adv:.3f}"
-        return out
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data: Any, *, attack: Attack | None = None) -> tuple[float, float]:
@@ -756,6 +626,11 @@ class AdversarialTrainer:
 
         Returns:
             ``(clean_accuracy, adversarial_accuracy)``.
+
+        Raises:
+            ValueError: ``data`` holds no examples, ``x`` holds NaN/Inf, or a label lies
+                outside ``[0, K)``.
+            TypeError: the model does not return a logits tensor.
         """
         atk = self.attack if attack is None else self._check_attack(attack, "attack")
         loader = (
@@ -765,61 +640,31 @@ class AdversarialTrainer:
         )
         gen = torch.Generator(device=self.generator.device)
         gen.manual_seed(derive_seed(self.config.seed, f"eval{self.epoch}", self.rank))
-        counts = torch.zeros(
-            3,
-            dtype=torch.float64 if self.device.type != "mps" else torch.float32,
-            device=self.device,
-        )
+        counts = torch.zeros(3, dtype=self._acc_dtype, device=self.device)
         with model_state_guard(self.model, train=False):
             for batch in loader:
-                x, y = self._unpack(batch, "data")
+                # evaluation syncs per batch anyway (the attack checks its input)
+                x, y = unpack_batch(batch, "data", self.device, check_values=True)
                 with torch.no_grad():
-                    clean = self.model(x).argmax(dim=1) == y
+                    logits = check_logits(self.model(x), x.shape[0], "model output")
+                check_labels(y, y.shape[0], "data batches: y", num_classes=logits.shape[1])
+                clean = logits.argmax(dim=1) == y
                 x_adv = atk(x, y, generator=gen)
                 with torch.no_grad():
                     adv = self.model(x_adv).argmax(dim=1) == y
                 n = torch.full((), y.shape[0], dtype=torch.long, device=y.device)
                 counts += torch.stack([clean.sum(), adv.sum(), n]).to(counts.dtype)
-        sampler = getattr(loader, "sampler", None)
-        if getattr(loader, "sharded", False) or isinstance(
-            sampler, (torch.utils.data.DistributedSampler, EvalShardSampler)
-        ):
+        if is_sharded(loader):
             all_reduce_sum(counts)  # every rank saw its own shard
         c, a, n = counts.tolist()
-        return (c / n if n else math.nan), (a / n if n else math.nan)
+        if n == 0:
+            raise ValueError("data holds no examples: accuracy on an empty set is undefined")
+        return c / n, a / n
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self, *, _interrupted: bool = False) -> dict[str, Any]:
         """Everything needed to continue training exactly (see :meth:`save_checkpoint`)."""
-        rng = self._committed_rng if _interrupted else None
-        own_rng = rng if rng is not None else get_rng_state(self.generator)
-        rng_all = [own_rng] if _interrupted else gather_objects(own_rng)
-        partial: dict[str, Any] | None = None
-        if _interrupted and self._batch_in_epoch > 0 and self._partial is not None:
-            partial = {
-                "batch": self._batch_in_epoch,
-                "sums": self._partial[0].cpu().clone(),
-                "steps": self._partial[1],
-                "epoch_start_rng": self._epoch_start_rng,
-                "rng": own_rng,
-            }
-        return {
-            "config": self.config.to_json(indent=None),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rng_all,
-            "eps_sampler": self.eps_sampler.spec(),
-            "counters": {
-                "epoch": self.epoch,
-                "step": self.step,
-                "batch_in_epoch": self._batch_in_epoch if partial else 0,
-            },
-            "partial_epoch": partial,
-            "history": self.history.to_dict(),
-            "world_size": self.world_size,
-        }
+        return trainer_state(self, interrupted=_interrupted)
 
     def save_checkpoint(
         self, path: str | os.PathLike[str] | None = None, *, _interrupted: bool = False
@@ -880,66 +725,7 @@ class AdversarialTrainer:
                 raise ValueError("path is required when the trainer has no checkpoint_dir")
             path = self.checkpoint_dir / _CKPT_NAME
         ckpt = load_checkpoint(path, map_location="cpu")
-        where = str(path)
-        required = ("config", "model", "optimizer", "rng", "counters", "history")
-        missing = [k for k in required if k not in ckpt]
-        if missing:
-            raise CheckpointError(f"checkpoint {where!r} lacks entries {missing}")
-        try:
-            saved = TrainConfig.from_json(ckpt["config"])
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {where!r} holds an invalid config: {exc}") from exc
-        mine, theirs = self.config.to_dict(), saved.to_dict()
-        diff = sorted(k for k in mine if mine[k] != theirs[k] and k not in _RESUME_FREE_FIELDS)
-        if diff:
-            raise ValueError(
-                f"checkpoint {where!r} was written with a different config: fields {diff} differ "
-                f"(checkpoint: {[theirs[k] for k in diff]}, trainer: {[mine[k] for k in diff]})"
-            )
-        check_state_dict_fits(self.model, ckpt["model"], where)
-        if (ckpt.get("scheduler") is None) != (self.scheduler is None):
-            raise CheckpointError(
-                f"checkpoint {where!r} and this trainer disagree on having an LR scheduler"
-            )
-        # Load everything or nothing: an optimizer/scheduler state that does not fit (other
-        # parameter groups, say) must not leave the model already overwritten.
-        backup = (
-            copy.deepcopy(self.model.state_dict()),
-            copy.deepcopy(self.optimizer.state_dict()),
-            self.scheduler.state_dict() if self.scheduler is not None else None,
-            self.scaler.state_dict() if self.scaler is not None else None,
-            get_rng_state(self.generator),
-        )
-        try:
-            rng_all = ckpt["rng"]
-            rng = rng_all[self.rank] if self.rank < len(rng_all) else rng_all[0]
-            counters = ckpt["counters"]
-            epoch, step = int(counters["epoch"]), int(counters["step"])
-            batch_in_epoch = int(counters.get("batch_in_epoch", 0))
-            history = History.from_dict(ckpt["history"])
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if self.scheduler is not None:
-                self.scheduler.load_state_dict(ckpt["scheduler"])
-            if self.scaler is not None and ckpt.get("scaler") is not None:
-                self.scaler.load_state_dict(ckpt["scaler"])
-            set_rng_state(rng, self.generator)
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
-            self.model.load_state_dict(backup[0])
-            self.optimizer.load_state_dict(backup[1])
-            if self.scheduler is not None and backup[2] is not None:
-                self.scheduler.load_state_dict(backup[2])
-            if self.scaler is not None and backup[3] is not None:
-                self.scaler.load_state_dict(backup[3])
-            set_rng_state(backup[4], self.generator)
-            raise CheckpointError(
-                f"checkpoint {where!r} does not fit this trainer ({type(exc).__name__}: "
-                f"{str(exc)[:200]}); the trainer was left unchanged"
-            ) from exc
-        self.epoch, self.step = epoch, step
-        self.history = history
-        self._resume_partial = ckpt.get("partial_epoch")
-        self._batch_in_epoch = batch_in_epoch
+        restore_trainer_state(self, ckpt, str(path))
         self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
         self._last_ckpt_epoch = self.epoch
         return self

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _training_ddp_common import build, config, data
 
 from advrobust.training import AdversarialTrainer, load_checkpoint
-from advrobust.training._distributed import TensorBatches
+from advrobust.training._data import TensorBatches
 
 WORKER = Path(__file__).resolve().parent / "_training_ddp_worker.py"
 
