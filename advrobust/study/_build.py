@@ -6,7 +6,6 @@ written to the output folder, so a bad setting fails first, with the config fiel
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from advrobust.training._distributed import dist_info
+from advrobust._distributed import local_device
 
 from ._config import AttackSpec, ConfigError, RecipeSpec, StudyConfig
 from ._folder import cell_dir
@@ -51,9 +50,7 @@ def resolve_device(device: str) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was requested but CUDA is not available")
-    if str(dev) == "cuda" and dist_info()[2] > 1:  # no explicit index given
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return dev
+    return local_device(dev)
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from advrobust.training._distributed import barrier, dist_info
+from advrobust._distributed import barrier
+from advrobust._distributed import rank as _rank
 
 from ._build import (
     StudyData,
@@ -41,10 +42,6 @@ _CLEAN = "clean"  # the shared clean pass: a part of its own (not a metric)
 def stage_count(config: StudyConfig) -> int:
     """Stages of a cell's progress bar: training plus one per per-cell task."""
     return 1 + sum(get_task(name).run is not None for name in config.evaluation.metrics)
-
-
-def _rank() -> int:
-    return dist_info()[1]
 
 
 def _train(

@@ -14,10 +14,21 @@ import json
 import math
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from advrobust._validate import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_real,
+    check_str,
+    describe,
+)
 
 __all__ = [
     "AUGMENTATIONS",
@@ -52,6 +63,7 @@ AUGMENTATIONS: tuple[str, ...] = ("shift", "flip", "rotation")
 #: Sets X over which the robustness score (paper 000 eq. 4) is averaged.
 COMMON_SETS: tuple[str, ...] = ("sizes", "models", "all")
 
+_T = TypeVar("_T")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
 
 
@@ -64,52 +76,45 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# small checkers (they raise ConfigError naming the field)
+# the checks of advrobust._validate, raising ConfigError naming the config field
 
 
 def _desc(value: object) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
+    return describe(value)
+
+
+def _checked(check: Callable[..., _T], value: object, name: str, *args: Any, **kw: Any) -> _T:
+    """Run a check of :mod:`advrobust._validate` and raise its error as a ConfigError."""
+    try:
+        return check(value, name, *args, **kw)
+    except (TypeError, ValueError) as error:
+        text = str(error)
+        for prefix in (f"{name}: ", f"{name} "):
+            if text.startswith(prefix):
+                text = text[len(prefix) :]
+                break
+        raise ConfigError(name, text) from None
 
 
 def _int(value: object, name: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"must be an integer, got {_desc(value)}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(name, f"must be >= {minimum}, got {value}")
-    return value
+    return _checked(check_int, value, name, minimum=minimum)
 
 
 def _float(value: object, name: str, *, positive: bool = False, nonnegative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(name, f"must be a number, got {_desc(value)}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ConfigError(name, f"must be finite, got {out}")
-    if positive and out <= 0:
-        raise ConfigError(name, f"must be > 0, got {out}")
-    if nonnegative and out < 0:
-        raise ConfigError(name, f"must be >= 0, got {out}")
-    return out
+    check = check_positive if positive else check_nonnegative if nonnegative else check_real
+    return _checked(check, value, name)
 
 
 def _str(value: object, name: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(name, f"must be a non-empty string, got {_desc(value)}")
-    return value
+    return _checked(check_str, value, name)
 
 
 def _choice(value: object, name: str, choices: Sequence[str]) -> str:
-    text = _str(value, name)
-    if text not in choices:
-        raise ConfigError(name, f"unknown value {text!r}; valid values: {', '.join(choices)}")
-    return text
+    return _checked(check_choice, value, name, choices)
 
 
 def _bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(name, f"must be true or false, got {_desc(value)}")
-    return value
+    return _checked(check_bool, value, name)
 
 
 def _plain(value: object, name: str) -> object:

@@ -54,8 +54,6 @@ __all__ = [
 
 STATE = "study.json"
 _FORMAT = 1
-# a temporary file of an atomic write older than this belongs to a process that died
-_STALE_SECONDS = 3600.0
 
 
 class StudyConfigMismatchError(ValueError):
@@ -293,29 +291,23 @@ class FolderLock:
         self.release()
 
 
-def remove_stale_temporaries(out_dir: Path, *, older_than: float = _STALE_SECONDS) -> int:
-    """Delete the temporary files of atomic writes that a killed process left behind.
+def remove_stale_temporaries(out_dir: Path) -> int:
+    """Delete what killed writers left in a study folder; returns how many were removed.
 
-    Only files matching the atomic writers' pattern (``.<name>.*.tmp``) and ``.<name>.partial``
-    merge copies older than ``older_than`` seconds are removed (younger ones may belong to a
-    shard writing into the same folder right now). Returns how many were removed.
+    The temporary files of atomic writes whose process is dead
+    (:func:`advrobust._atomic.remove_stale_temporaries`, the whole tree) and the
+    ``.<name>.partial`` folders of merge copies that no live run owns (called under the
+    folder lock, so no merge into this folder is running).
     """
+    from advrobust._atomic import remove_stale_temporaries as remove_files
+
     if not out_dir.is_dir():
         return 0
-    now = time.time()
-    removed = 0
-    for path in out_dir.rglob(".*"):
-        stale = path.name.endswith(".tmp") or path.name.endswith(".partial")
-        try:
-            if not stale or now - path.lstat().st_mtime < older_than:
-                continue
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+    removed = len(remove_files(out_dir, recursive=True))
+    for path in list(out_dir.glob("*/.*.partial")):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
             removed += 1
-        except FileNotFoundError:
-            continue
     return removed
 
 

@@ -22,7 +22,8 @@ from typing import Any, TextIO
 
 import torch
 
-from advrobust.training._distributed import barrier, dist_info
+from advrobust._distributed import barrier
+from advrobust._distributed import rank as process_rank
 
 from ._build import check_buildable, evaluation_sample, load_cell_model, load_data, resolve_device
 from ._cell import run_cell, stage_count
@@ -360,14 +361,14 @@ def _run_study(
     study_timings = {"data": time.perf_counter() - start}
     check_buildable(config, data)  # before anything is written
     dev = resolve_device(device or config.device)
-    rank = dist_info()[1]
+    rank = process_rank()
     lock = FolderLock(out_dir, shard, wait=wait)
     if rank == 0:
         lock.acquire()
     try:
         if rank == 0:
             prepare_out_dir(config, out_dir)
-            remove_stale_temporaries(out_dir, older_than=0.0 if shard is None else 3600.0)
+            remove_stale_temporaries(out_dir)
         barrier()
         return _run_cells(
             config, out_dir, shard, progress and rank == 0, dev, stream, data, study_timings
@@ -386,7 +387,7 @@ def _run_cells(
     data: Any,
     study_timings: dict[str, float],
 ) -> StudyResult:
-    rank = dist_info()[1]
+    rank = process_rank()
     cells = shard_cells(enumerate_cells(config), shard)
     done = _checked_cells(config, out_dir, cells)
     bars = _Progress(len(cells), progress, f"{config.name}" + (f" shard {shard}" if shard else ""))

@@ -72,7 +72,7 @@ def test_study_config_fingerprint_ignores_device_and_description() -> None:
     [
         ({"data": {"name": "digits", "sizes": [40, 20]}}, "data.sizes", "strictly increasing"),
         ({"data": {"name": "digits", "sizes": []}}, "data.sizes", "non-empty"),
-        ({"data": {"name": "digits", "sizes": [10, "x"]}}, "data.sizes[1]", "integer"),
+        ({"data": {"name": "digits", "sizes": [10, "x"]}}, "data.sizes[1]", "must be an int"),
         ({"data": {"name": "nope", "sizes": [10]}}, "data.name", "valid datasets: "),
         ({"data": {"name": "digits", "sizes": [10], "colour": 1}}, "data.colour", "unknown key"),
         ({"models": [{"name": "mlp"}, {"name": "resnet-21"}]}, "models[1].name", "resnet-20"),
