@@ -48,7 +48,7 @@ def toy_metric() -> Iterator[str]:
 
     @register_task("toy-margin", description="mean logit margin on the evaluation sample")
     def toy_margin(ctx: CellEval) -> TaskOutput:
-        x, y = ctx.eval_data
+        x, _ = ctx.eval_data
         with torch.inference_mode():
             logits = ctx.model(x)
         top2 = logits.topk(2, dim=1).values
@@ -153,10 +153,12 @@ def test_study_resume_after_every_evaluation_part_is_bit_identical(
         out = tmp_path / f"killed-after-{parts[boundary]}"
         saved: list[str] = []
 
-        def crash_after(folder: Path, name: str, *args: Any, _stop: int = boundary) -> None:
+        def crash_after(
+            folder: Path, name: str, *args: Any, _stop: int = boundary, _saved: list[str] = saved
+        ) -> None:
             original(folder, name, *args)
-            saved.append(name)
-            if len(saved) == _stop + 1:
+            _saved.append(name)
+            if len(_saved) == _stop + 1:
                 raise KeyboardInterrupt  # killed right after this part was written
 
         monkeypatch.setattr(_cell, "save_part", crash_after)
