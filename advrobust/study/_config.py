@@ -89,6 +89,17 @@ class StudyConfig:
         seed: master seed; every cell derives its own seed from it and the cell's key, so a cell
             gives the same result in a full run and in any shard.
         description: free text (not part of the study's identity).
+        replicates: train and evaluate every cell this many times with independent seeds (a
+            grid dimension: cell keys end in ``-r0``, ``-r1`` ...; the data subsets and the
+            evaluation sample stay the same, so replicates measure training noise).
+        seeds: the master seed of each replicate instead of ``replicates`` (one replicate per
+            seed).
+        paper: which procedures fill the evaluation fields the config leaves out when read
+            from TOML/JSON: ``true`` the papers' own (:func:`paper_evaluation`: I-FGSM with T
+            steps of eps/T bisected, CW-L2, eq. 5 with I-FGSM), ``false`` the state of the art
+            (:func:`modern_evaluation`: minimal-norm attacks and the
+            :func:`advrobust.metrics.robust_accuracy` ensemble); left out, :class:`EvalSpec`'s
+            defaults.
 
     Example:
         >>> cfg = StudyConfig(
@@ -112,7 +123,7 @@ class StudyConfig:
     description: str = ""
     replicates: int = 1
     seeds: tuple[int, ...] | None = None
-    paper: bool = False
+    paper: bool | None = None
 
     def __post_init__(self) -> None:
         _int(self.replicates, "replicates", minimum=1)
@@ -131,7 +142,8 @@ class StudyConfig:
                     f"is {self.replicates} but seeds lists {len(seeds)}; give one of them",
                 )
             object.__setattr__(self, "seeds", seeds)
-        _bool(self.paper, "paper")
+        if self.paper is not None:
+            _bool(self.paper, "paper")
         if not isinstance(self.name, str) or not _LABEL_RE.match(self.name):
             raise ConfigError(
                 "name", f"must be a name of letters, digits and . _ + = -, got {self.name!r}"
@@ -197,15 +209,17 @@ class StudyConfig:
         """A JSON-friendly nested dict (lists for tuples).
 
         Fields added after the first release are left out while they hold their defaults
-        (``replicates = 1``, no ``seeds``, ``paper = false``, no ``evaluation.settings``), so
-        configs and fingerprints of studies written before them are unchanged.
+        (``replicates = 1``, no ``seeds``, no ``paper``, no ``evaluation.settings``, no
+        ``evaluation.robust_suite``), so configs and fingerprints of studies written before
+        them are unchanged.
         """
         out: dict[str, Any] = _to_plain(self)
-        for key, default in (("replicates", 1), ("seeds", None), ("paper", False)):
+        for key, default in (("replicates", 1), ("seeds", None), ("paper", None)):
             if out.get(key) == default:
                 out.pop(key)
-        if not out["evaluation"].get("settings"):
-            out["evaluation"].pop("settings", None)
+        for key in ("settings", "robust_suite"):
+            if not out["evaluation"].get(key):
+                out["evaluation"].pop(key, None)
         return out
 
     @classmethod
@@ -221,11 +235,13 @@ class StudyConfig:
             if required not in data:
                 raise ConfigError(required, "missing (required)")
         values = dict(data)
-        if values.get("paper") is True:
-            # the paper's procedures for every evaluation field the config leaves out
+        if isinstance(values.get("paper"), bool):
+            # every evaluation procedure the config leaves out: the papers' (paper = true) or
+            # the state of the art (paper = false); without the key, EvalSpec's defaults
+            procedures = paper_evaluation() if values["paper"] else modern_evaluation()
             evaluation = values.get("evaluation", {})
             if isinstance(evaluation, Mapping):
-                values["evaluation"] = {**paper_evaluation(), **evaluation}
+                values["evaluation"] = {**procedures, **evaluation}
         return cls(**values)
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -312,6 +328,8 @@ class StudyConfig:
 def paper_evaluation() -> dict[str, Any]:
     """The papers' own evaluation procedures, which ``paper = true`` selects.
 
+    They fill the evaluation fields a config leaves out (a field the config sets wins).
+
     Paper 000 ("How training data affect the accuracy and robustness of neural networks for
     image classification", ICLR 2019 submission), sec. 3: the Linf robustness is the smallest
     eps at which I-FGSM with T steps of eps/T succeeds (bisected), the L2 robustness the
@@ -321,6 +339,24 @@ def paper_evaluation() -> dict[str, Any]:
         "linf_attack": {"name": "BIM", "kwargs": {"steps": 10, "rel_alpha": 0.1}},
         "l2_attack": {"name": "CWL2", "kwargs": {"steps": 100, "binary_search_steps": 6}},
         "delta_attack": {"name": "BIM", "kwargs": {"steps": 10, "rel_alpha": 0.1}},
+        "robust_suite": None,
+    }
+
+
+def modern_evaluation() -> dict[str, Any]:
+    """The state-of-the-art evaluation procedures, which ``paper = false`` selects.
+
+    They fill the evaluation fields a config leaves out (a field the config sets wins):
+    minimal-norm attacks for the Linf and L2 robustness and the AutoAttack-style ensemble of
+    :func:`advrobust.metrics.robust_accuracy` for adversarial accuracy (suite ``fast``:
+    APGD-CE and APGD-T, for speed; set ``evaluation.robust_suite = "standard"`` for
+    AutoAttack's standard version).
+    """
+    return {
+        "linf_attack": {"name": "FMN", "kwargs": {"norm": "linf", "steps": 100}},
+        "l2_attack": {"name": "ALMA", "kwargs": {"norm": "l2", "steps": 100}},
+        "delta_attack": {"name": "BIM", "kwargs": {"steps": 10, "rel_alpha": 0.1}},
+        "robust_suite": "fast",
     }
 
 

@@ -338,6 +338,9 @@ class EvalSpec(_Spec):
         transfer_attack: attack of the transfer matrix (Kurakin sec. 4.4).
         leak_eps: eps of the label-leak count (FGSM with true vs predicted labels).
         deepsec_attack: attack evaluated by the DeepSec attack metrics.
+        robust_suite: when set (``fast`` or ``standard``), adversarial accuracy is
+            :func:`advrobust.metrics.robust_accuracy` with that suite at eps = Delta, in the
+            norm of ``delta_attack``, instead of eq. 5 with ``delta_attack`` alone.
         settings: settings of further evaluation tasks by task name (a table per task, e.g.
             ``[evaluation.settings.my-metric]``), read by tasks added with
             :func:`advrobust.study.register_task`.
@@ -363,6 +366,7 @@ class EvalSpec(_Spec):
     leak_eps: float = 0.3
     deepsec_attack: AttackSpec = field(default_factory=lambda: AttackSpec("PGD", {"eps": 0.1}))
     settings: dict[str, Any] = field(default_factory=dict)
+    robust_suite: str | None = None
 
     def __post_init__(self) -> None:
         from ._tasks import task_names
@@ -394,3 +398,5 @@ class EvalSpec(_Spec):
         if "adversarial-accuracy" in self.metrics and not self.deltas:
             raise ConfigError("deltas", "adversarial-accuracy needs at least one Delta")
         _float(self.leak_eps, "leak_eps", positive=True)
+        if self.robust_suite is not None:
+            _choice(self.robust_suite, "robust_suite", ("fast", "standard"))
