@@ -161,16 +161,17 @@ def clean_pass(
     from advrobust import metrics as M
 
     batch = max(config.evaluation.batch_size, 1024)
-    xa, ya = subset_tensors(data.test, data.acc_idx, device)
-    res: AccuracyResult = M.accuracy(model, (xa, ya), batch_size=batch)
     position = np.searchsorted(data.acc_idx, data.eval_idx)
     inside = position < len(data.acc_idx)
     inside[inside] = data.acc_idx[position[inside]] == data.eval_idx[inside]
-    if inside.all():
-        correct = res.correct.cpu().numpy()[position]
-    else:
-        xe, ye = subset_tensors(data.test, data.eval_idx, device)
-        correct = M.accuracy(model, (xe, ye), batch_size=batch).correct.cpu().numpy()
+    with torch.inference_mode():  # no gradient: large batches, no autograd bookkeeping
+        xa, ya = subset_tensors(data.test, data.acc_idx, device)
+        res: AccuracyResult = M.accuracy(model, (xa, ya), batch_size=batch)
+        if inside.all():
+            correct = res.correct.cpu().numpy()[position]
+        else:
+            xe, ye = subset_tensors(data.test, data.eval_idx, device)
+            correct = M.accuracy(model, (xe, ye), batch_size=batch).correct.cpu().numpy()
     return {"accuracy": res.value, "n": res.num_examples, "correct": correct.astype(bool)}
 
 

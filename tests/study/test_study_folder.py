@@ -178,3 +178,22 @@ def test_study_attack_names_are_read_through_the_registry() -> None:
         AttackSpec("DeepFool")
     assert info.value.field == "name"
     assert ", ".join(list_attacks()) in str(info.value)
+
+
+def test_study_folder_written_before_replicates_and_timings_still_resumes(
+    tiny: tuple[StudyConfig, StudyResult], tmp_path: Path
+) -> None:
+    config, result = tiny
+    out = tmp_path / "old"
+    shutil.copytree(result.out_dir, out)
+    for cell in enumerate_cells(config):
+        path = out / "cells" / cell.key / "cell.json"
+        record = json.loads(path.read_text())
+        for key in ("replicate", "seed", "timings"):
+            record.pop(key)  # what an older version wrote
+        path.write_text(json.dumps(record))
+    again = run_study(config, out, progress=False, stream=None)
+    assert again.cells_run == [] and again.complete
+    assert {r["replicate"] for r in again.rows} == {0}
+    assert [r["value"] for r in again.rows] == [r["value"] for r in result.rows]
+    assert again.timings == []  # no recorded times: an empty table, not an error
