@@ -357,6 +357,8 @@ def _adversarial_accuracy(ctx: CellEval) -> TaskOutput:
 
     ev = ctx.config.evaluation
     base = ctx.attack("delta_attack")
+    if ev.robust_suite is not None:
+        return _robust_accuracy(ctx, ev.robust_suite, base.norm)
     n_eval = len(ctx.data.eval_idx)
     index, xs, ys = ctx.correct_subset()
     gen = ctx.generator("adversarial-accuracy")
@@ -387,6 +389,47 @@ def _adversarial_accuracy(ctx: CellEval) -> TaskOutput:
                 "n": n_eval,
                 "attack": repr(attack),
                 "attack_config": record["config"],
+            }
+        )
+    return TaskOutput(rows)
+
+
+def _robust_accuracy(ctx: CellEval, suite: str, norm: str) -> TaskOutput:
+    """Adversarial accuracy at each Delta as :func:`advrobust.metrics.robust_accuracy`.
+
+    The ensemble runs on the correctly classified examples only (the others count as broken,
+    as in eq. 5); the row records the suite and every member's spec as it ran.
+    """
+    from advrobust import metrics as M
+
+    n_eval = len(ctx.data.eval_idx)
+    index, xs, ys = ctx.correct_subset()
+    gen = ctx.generator("adversarial-accuracy")
+    rows = []
+    for delta in ctx.config.evaluation.deltas:
+        specs: list[dict[str, Any]] = []
+        robust = 0
+        if len(index):
+            res = M.robust_accuracy(
+                ctx.model,
+                (xs, ys),
+                delta,
+                norm=norm,
+                suite=suite,
+                batch_size=ctx.batch_size,
+                generator=gen,
+            )
+            robust = int(res.robust.sum())
+            specs = [b.spec.to_dict() for b in res.attacks]
+        rows.append(
+            {
+                "metric": "adversarial_accuracy",
+                "value": robust / n_eval,
+                "delta": delta,
+                "norm": norm,
+                "n": n_eval,
+                "attack": f"robust_accuracy(suite={suite!r}, eps={delta:g}, norm={norm!r})",
+                "attack_config": {"suite": suite, "attacks": specs},
             }
         )
     return TaskOutput(rows)
