@@ -398,29 +398,37 @@ def _robust_accuracy(ctx: CellEval, suite: str, norm: str) -> TaskOutput:
     """Adversarial accuracy at each Delta as :func:`advrobust.metrics.robust_accuracy`.
 
     The ensemble runs on the correctly classified examples only (the others count as broken,
-    as in eq. 5); the row records the suite and every member's spec as it ran.
+    as in eq. 5), and the Deltas run in increasing order, each on the examples still robust
+    at the Delta before: a perturbation within Delta_1 lies within every Delta_2 > Delta_1,
+    so an example broken at Delta_1 is broken at Delta_2 (the per-example worst case over the
+    nested balls, as the ensemble keeps it over its attacks). The row records the suite and
+    every member's spec as it ran.
     """
     from advrobust import metrics as M
 
     n_eval = len(ctx.data.eval_idx)
     index, xs, ys = ctx.correct_subset()
     gen = ctx.generator("adversarial-accuracy")
-    rows = []
-    for delta in ctx.config.evaluation.deltas:
+    by_delta: dict[float, dict[str, Any]] = {}
+    alive = torch.ones(len(index), dtype=torch.bool, device=ctx.device)
+    for delta in sorted(set(ctx.config.evaluation.deltas)):
         specs: list[dict[str, Any]] = []
-        robust = 0
-        if len(index):
+        if bool(alive.any()):
             res = M.robust_accuracy(
                 ctx.model,
-                (xs, ys),
+                (xs[alive], ys[alive]),
                 delta,
                 norm=norm,
                 suite=suite,
                 batch_size=ctx.batch_size,
                 generator=gen,
             )
-            robust = int(res.robust.sum())
+            alive[alive.clone()] = res.robust.to(alive.device)
             specs = [b.spec.to_dict() for b in res.attacks]
+        by_delta[delta] = {"robust": int(alive.sum()), "specs": specs}
+    rows = []
+    for delta in ctx.config.evaluation.deltas:
+        robust, specs = by_delta[delta]["robust"], by_delta[delta]["specs"]
         rows.append(
             {
                 "metric": "adversarial_accuracy",
