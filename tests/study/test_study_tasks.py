@@ -242,3 +242,47 @@ def test_study_writes_and_prints_a_timing_table(
     # a rerun of the finished study reports the recorded times again
     again = run_study(config, tmp_path / "t", progress=False, stream=None)
     assert again.timings == result.timings
+
+
+def test_study_paper_switch_selects_the_papers_or_the_modern_procedures() -> None:
+    from advrobust.study import load_preset, preset_text
+
+    modern = load_preset("digits")
+    assert modern.paper is False
+    ev = modern.evaluation
+    assert (ev.linf_attack.name, ev.linf_attack.kwargs["norm"]) == ("FMN", "linf")
+    assert ev.l2_attack.name == "DDN" and ev.robust_suite == "fast"
+    paper = StudyConfig.from_toml(preset_text("digits").replace("paper = false", "paper = true"))
+    ev = paper.evaluation
+    assert (ev.linf_attack.name, ev.l2_attack.name, ev.delta_attack.name) == ("BIM", "CWL2", "BIM")
+    assert ev.robust_suite is None
+    assert paper.fingerprint() != modern.fingerprint()
+    for config in (modern, paper):  # both round-trip, the resolved procedures recorded
+        assert StudyConfig.from_toml(config.to_toml()) == config
+        assert StudyConfig.from_dict(config.to_dict()) == config
+
+
+def test_study_adversarial_accuracy_through_the_robust_accuracy_ensemble(
+    tmp_path: Path, make_config: Callable[..., StudyConfig]
+) -> None:
+    config = _one_cell(
+        make_config,
+        evaluation=EvalSpec(
+            metrics=("accuracy", "adversarial-accuracy"),
+            num_examples=16,
+            accuracy_examples=64,
+            deltas=(0.2, 0.05),
+            robust_suite="fast",
+        ),
+    )
+    result = run_study(config, tmp_path / "ra", progress=False, stream=None)
+    rows = {r["delta"]: r for r in result.rows if r["metric"] == "adversarial_accuracy"}
+    (key,) = result.cells_run
+    correct = np.load(tmp_path / "ra" / "cells" / key / "per_example.npz")["correct"]
+    # never above clean accuracy on the sample; a larger ball breaks at least as many
+    assert rows[0.05]["value"] <= correct.mean()
+    assert rows[0.2]["value"] <= rows[0.05]["value"]
+    for row in rows.values():
+        assert row["attack_config"]["suite"] == "fast"
+        names = [spec["name"] for spec in row["attack_config"]["attacks"]]
+        assert names[0] == "APGD"  # the specs of the attacks that ran, verbatim
