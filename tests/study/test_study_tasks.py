@@ -282,7 +282,8 @@ def test_study_adversarial_accuracy_through_the_robust_accuracy_ensemble(
     # never above clean accuracy on the sample; a larger ball breaks at least as many
     assert rows[0.05]["value"] <= correct.mean()
     assert rows[0.2]["value"] <= rows[0.05]["value"]
-    for row in rows.values():
+    for delta, row in rows.items():
         assert row["attack_config"]["suite"] == "fast"
         names = [spec["name"] for spec in row["attack_config"]["attacks"]]
-        assert names[0] == "APGD"  # the specs of the attacks that ran, verbatim
+        # the specs of the attacks that ran, verbatim (none at 0.2 if 0.05 broke everything)
+        assert names[:1] == ["APGD"] or (delta == 0.2 and names == [])
