@@ -249,6 +249,7 @@ def _write_outputs(
     study_timings: dict[str, float],
 ) -> StudyResult:
     start = time.perf_counter()
+    _checked_cells(config, out_dir, enumerate_cells(config))  # (other shards' cells too)
     rows = build_rows(config, out_dir)
     write_results(out_dir, rows)
     figures = plot_results(rows, out_dir / "figures") if rows else []
