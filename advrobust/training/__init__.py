@@ -23,6 +23,8 @@ from ._records import History as History
 from ._select import select_replaced as select_replaced
 from ._trainer import AdversarialTrainer as AdversarialTrainer
 from ._trainer import NonFiniteLossError as NonFiniteLossError
+from ._trainer import StepFigures as StepFigures
+from ._trainer import StepOutput as StepOutput
 
 __all__ = [
     "AdversarialTrainer",
@@ -34,6 +36,8 @@ __all__ = [
     "FixedEps",
     "History",
     "NonFiniteLossError",
+    "StepFigures",
+    "StepOutput",
     "TrainConfig",
     "TruncatedNormalEps",
     "UniformEps",

@@ -7,10 +7,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._validate import describe
 from ..attacks import Attack
 from ._config import TrainConfig
 
-__all__ = ["build_attack", "build_optimizer", "build_scheduler"]
+__all__ = [
+    "build_attack",
+    "build_optimizer",
+    "build_scheduler",
+    "check_optimizer",
+    "resolve_device",
+]
 
 
 def build_attack(model: nn.Module, spec: dict[str, Any]) -> Attack:
@@ -62,3 +69,46 @@ def build_scheduler(
         milestones=[int(m) for m in spec["milestones"]],
         gamma=float(spec.get("gamma", 0.1)),
     )
+
+
+def resolve_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """The training device: ``device`` (the model is moved there) or the model's own.
+
+    Raises:
+        ValueError: the model's parameters and buffers sit on several devices (and no
+            ``device`` was given to gather them), or the device is ``meta`` (no data to train).
+    """
+    tensors = [*model.parameters(), *model.buffers()]
+    if device is None:
+        devices = sorted({str(t.device) for t in tensors})
+        if len(devices) > 1:
+            raise ValueError(
+                f"model has parameters or buffers on several devices {devices}; move it to one "
+                f"device or pass device=..."
+            )
+        dev = tensors[0].device
+    else:
+        dev = torch.device(device)
+    if dev.type == "meta":
+        raise ValueError(
+            "model is on the meta device, which holds no data to train; materialise it first "
+            "(model.to_empty(device=...) and initialise it) or pass device=..."
+        )
+    if any(t.device != dev for t in tensors):
+        model.to(dev)
+    return dev
+
+
+def check_optimizer(optimizer: object, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """Check that ``optimizer`` is an optimizer over (some of) ``params``."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {describe(optimizer)}")
+    own = {id(p) for p in params}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if id(p) not in own:
+                raise ValueError(
+                    "optimizer holds parameters that are not the model's; build it "
+                    "from model.parameters()"
+                )
+    return optimizer

@@ -13,13 +13,20 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .._validate import check_images, check_labels, describe
+from .._validate import check_images, check_labels, check_logits, describe, model_state_guard
 from ..data import TensorLoader
 from ._state import derive_seed
 
-__all__ = ["EvalShardSampler", "TensorBatches", "is_sharded", "make_loader", "unpack_batch"]
+__all__ = [
+    "EvalShardSampler",
+    "TensorBatches",
+    "is_sharded",
+    "make_loader",
+    "preflight",
+    "unpack_batch",
+]
 
 Augment = Callable[..., Tensor]
 
@@ -276,3 +283,38 @@ def unpack_batch(
         check_images(x, f"{name} batches: x")
         check_labels(y, y.shape[0], f"{name} batches: y", num_classes=num_classes)
     return x, y.long()
+
+
+def preflight(model: nn.Module, loader: Iterable[Any], name: str, device: torch.device) -> bool:
+    """Check the data and the model's output once, before the first step changes anything.
+
+    In-memory data (a :class:`~advrobust.data.TensorLoader`, which includes
+    :class:`TensorBatches`) is checked whole: finite ``x``, labels in ``[0, K)``, with ``K``
+    from one forward of a single example in eval mode under ``no_grad`` (no statistics
+    updated, no random number drawn). Other loaders are not iterated here (that could draw
+    from the global RNG and break exact resumes): an empty one with a length is refused.
+
+    Returns:
+        Whether the first batch of the epoch still needs checking (loaders not in memory).
+
+    Raises:
+        ValueError: empty data, NaN/Inf in ``x``, labels outside ``[0, K)``.
+        TypeError: the model does not return a logits tensor (e.g. a tuple).
+    """
+    if not isinstance(loader, TensorLoader):
+        try:
+            size = len(loader)  # type: ignore[arg-type]
+        except TypeError:  # no len(): the epoch itself finds out
+            return True
+        if size == 0:
+            raise ValueError(f"{name} is empty: it yields no batches")
+        return True
+    x_all, y_all = loader.x, loader.y
+    if x_all.shape[0] == 0:
+        raise ValueError(f"{name} holds no examples (x has shape {tuple(x_all.shape)})")
+    x_one, _ = unpack_batch((x_all[:1], y_all[:1]), name, device)
+    with torch.no_grad(), model_state_guard(model, train=False):
+        out = model(x_one)
+    logits = check_logits(out, 1, "model output")
+    unpack_batch((x_all, y_all), name, x_all.device, num_classes=logits.shape[1], check_values=True)
+    return False

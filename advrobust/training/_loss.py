@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._validate import check_logits, check_nonnegative
+from .._validate import check_labels, check_logits, check_nonnegative
 
 __all__ = ["mixed_batch_loss"]
 
@@ -68,7 +68,8 @@ def mixed_batch_loss(
         A scalar tensor (differentiable) in the dtype of the per-example losses.
 
     Raises:
-        ValueError: ``adv_weight`` is negative or not finite, shapes disagree, or the normaliser
+        ValueError: ``adv_weight`` is negative or not finite, shapes disagree, a label lies
+            outside ``[0, K)`` (checked when the loss rejects it), or the normaliser
             ``(m - k) + lambda * k`` is zero (an all-adversarial batch with ``adv_weight=0``, or
             an empty batch), where the loss is undefined.
         TypeError: arguments are not tensors of the right dtype.
@@ -99,11 +100,19 @@ def mixed_batch_loss(
         )
     fn = loss_fn if loss_fn is not None else _per_example_ce
     total: Tensor | None = None
-    if n_clean:
-        total = fn(logits_clean, y_clean).sum()
-    if k and lam > 0:
-        adv = fn(logits_adv, y_adv).sum() * lam
-        total = adv if total is None else total + adv
+    try:
+        if n_clean:
+            total = fn(logits_clean, y_clean).sum()
+        if k and lam > 0:
+            adv = fn(logits_adv, y_adv).sum() * lam
+            total = adv if total is None else total + adv
+    except (IndexError, RuntimeError):
+        # torch's own error for a label >= K; the label check costs a host sync, so it runs
+        # only on this error path
+        num_classes = (logits_clean if n_clean else logits_adv).shape[1]
+        check_labels(y_clean, n_clean, "y_clean", num_classes=num_classes)
+        check_labels(y_adv, k, "y_adv", num_classes=num_classes)
+        raise
     if total is None:  # k > 0 with lambda == 0 and no clean part is excluded above
         raise ValueError("mixed_batch_loss got an empty batch")
     return total / denom

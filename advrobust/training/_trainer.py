@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,14 +11,21 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .._distributed import all_reduce_sum, barrier, broadcast_buffers, dist_info
+from .._atomic import remove_stale_temporaries
+from .._distributed import all_reduce_sum, barrier, dist_info
 from .._validate import check_labels, check_logits, describe, model_state_guard
 from ..attacks import Attack
-from ..data import TensorLoader
-from ._build import build_attack, build_optimizer, build_scheduler
+from ._build import (
+    build_attack,
+    build_optimizer,
+    build_scheduler,
+    check_optimizer,
+    resolve_device,
+)
 from ._checkpoint import load_checkpoint, save_checkpoint
 from ._config import TrainConfig, _thaw
-from ._data import TensorBatches, is_sharded, make_loader, unpack_batch
+from ._data import TensorBatches, is_sharded, make_loader, preflight, unpack_batch
+from ._epoch import run_epoch
 from ._eps import EpsSampler
 from ._interrupts import DeferredInterrupt
 from ._loss import LossFn, mixed_batch_loss
@@ -30,7 +34,7 @@ from ._records import Callback as Callback
 from ._records import EpochStats as EpochStats
 from ._records import History as History
 from ._select import split_indices
-from ._state import derive_seed, get_rng_state, restore_trainer_state, set_rng_state, trainer_state
+from ._state import derive_seed, restore_trainer_state, trainer_state
 from ._step import StepFigures as StepFigures
 from ._step import StepOutput as StepOutput
 
@@ -136,12 +140,7 @@ class AdversarialTrainer:
         params = list(model.parameters())
         if not params:
             raise ValueError("model has no parameters to train")
-        if device is None:
-            self.device = params[0].device
-        else:
-            self.device = torch.device(device)
-            if any(p.device != self.device for p in params):
-                model.to(self.device)
+        self.device = resolve_device(model, device)
         if config.amp == "fp16" and self.device.type != "cuda":
             raise ValueError(
                 f"amp='fp16' needs a CUDA device (training on {self.device}); use amp='bf16' "
@@ -173,18 +172,7 @@ class AdversarialTrainer:
 
         if optimizer is None:
             optimizer = build_optimizer(model, config)
-        elif not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {describe(optimizer)}")
-        else:
-            own = {id(p) for p in params}
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if id(p) not in own:
-                        raise ValueError(
-                            "optimizer holds parameters that are not the model's; build it "
-                            "from model.parameters()"
-                        )
-        self.optimizer = optimizer
+        self.optimizer = check_optimizer(optimizer, params)
         if scheduler is None:
             scheduler = build_scheduler(optimizer, config)
         self.scheduler = scheduler
@@ -313,8 +301,9 @@ class AdversarialTrainer:
             loss = mixed_batch_loss(
                 logits_clean, y_clean, logits_adv, y_adv, cfg.adv_weight, loss_fn=self.loss_fn
             )
-        except (IndexError, RuntimeError):
-            # torch's IndexError / index RuntimeError for a label >= K: say it as advrobust does
+        except (IndexError, RuntimeError, ValueError):
+            # a label >= K (torch's IndexError, or the loss's own check naming its parts): name
+            # this method's argument; the check syncs, so it runs only on this error path
             check_labels(y, m, "y", num_classes=logits.shape[1])
             raise
         if self.regularizer is not None:
@@ -401,15 +390,17 @@ class AdversarialTrainer:
             else None
         )
         if self.epoch < total:
-            self._preflight(loader, "train_loader")
+            self._check_first_batch = preflight(self.model, loader, "train_loader", self.device)
         self.stop_training = False
+        if self.checkpoint_dir is not None and self.rank == 0:
+            remove_stale_temporaries(self.checkpoint_dir)  # left by a killed writer
         bar = self._progress_bar(loader, total, progress)
         written_epoch = self.epoch
         self._interrupts = DeferredInterrupt()
         try:
             self._interrupts.__enter__()
             while self.epoch < total and not self.stop_training:
-                stats = self._run_epoch(loader, val_batches, val_attack, callbacks, bar)
+                stats = run_epoch(self, loader, val_batches, val_attack, callbacks, bar)
                 for cb in callbacks:
                     cb.on_epoch_end(self, stats)
                 every = self.config.checkpoint_every
@@ -459,155 +450,6 @@ class AdversarialTrainer:
             )
 
     _last_ckpt_epoch: int | None = None
-
-    def _preflight(self, loader: Iterable[Any], name: str) -> None:
-        """Check the data and the model's output once, before the first step changes anything.
-
-        In-memory data (a :class:`~advrobust.data.TensorLoader`) is checked whole: finite
-        ``x``, labels in ``[0, K)``, with ``K`` from one forward of a single example in eval
-        mode under ``no_grad`` (no statistics updated, no random number drawn). Other loaders
-        are not iterated here (that could draw from the global RNG and break exact resumes):
-        an empty one with a length is refused, and their first batch is checked in
-        :meth:`_run_epoch`.
-        """
-        self._check_first_batch = not isinstance(loader, TensorLoader)
-        if not isinstance(loader, TensorLoader):
-            try:
-                size = len(loader)  # type: ignore[arg-type]
-            except TypeError:  # no len(): the epoch itself finds out
-                return
-            if size == 0:
-                raise ValueError(f"{name} is empty: it yields no batches")
-            return
-        x_all, y_all = loader.x, loader.y
-        if x_all.shape[0] == 0:
-            raise ValueError(f"{name} holds no examples (x has shape {tuple(x_all.shape)})")
-        x_one, _ = unpack_batch((x_all[:1], y_all[:1]), name, self.device)
-        with torch.no_grad(), model_state_guard(self.model, train=False):
-            out = self.model(x_one)
-        logits = check_logits(out, 1, "model output")
-        unpack_batch(
-            (x_all, y_all), name, x_all.device, num_classes=logits.shape[1], check_values=True
-        )
-
-    def _run_epoch(
-        self,
-        loader: Iterable[Any],
-        val_loader: Iterable[Any] | None,
-        val_attack: Attack | None,
-        callbacks: Sequence[Callback],
-        bar: Any,
-    ) -> EpochStats:
-        start = time.perf_counter()
-        skip = 0
-        resume = self._resume_partial
-        if resume is not None:  # continue an interrupted epoch
-            skip = int(resume["batch"])
-            set_rng_state(resume["epoch_start_rng"], self.generator)
-        set_epoch = getattr(loader, "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(self.epoch)
-        sampler: Any = getattr(loader, "sampler", None)
-        if callable(getattr(sampler, "set_epoch", None)):
-            sampler.set_epoch(self.epoch)
-        self._epoch_start_rng = get_rng_state(self.generator)
-        sums = StepFigures.zeros(self.device, self._acc_dtype)
-        steps = 0
-        if bar is not None:
-            bar.reset()
-            bar.set_description(f"epoch {self.epoch + 1}")
-        iterator = iter(loader)
-        if resume is not None:
-            for _ in range(skip):
-                next(iterator)
-            sums = StepFigures(resume["sums"].to(self.device, self._acc_dtype))
-            steps = int(resume["steps"])
-            set_rng_state(resume["rng"], self.generator)
-            self._resume_partial = None
-            if bar is not None:
-                bar.update(skip)
-        if not self.model.training:  # keep the flags of deliberately frozen children (BN)
-            self.model.train()
-        self._committed_rng = get_rng_state(self.generator)
-        batch_index = skip
-        bs = getattr(loader, "batch_size", None)
-        nominal: int | None = bs if isinstance(bs, int) and not isinstance(bs, bool) else None
-        for batch in iterator:
-            x, y = unpack_batch(
-                batch, "train_loader", self.device, check_values=self._check_first_batch
-            )
-            self._check_first_batch = False
-            if nominal is None:
-                nominal = x.shape[0]
-            # Ctrl-C and SIGTERM wait until the step and its counters are committed together.
-            with self._interrupts.critical():
-                out = self.train_step(x, y, nominal_batch=nominal)
-                sums.add_(out.figures)
-                steps += 1
-                self.step += 1
-                batch_index += 1
-                self._batch_in_epoch = batch_index
-                self._partial = (sums, steps)
-                self._committed_rng = get_rng_state(self.generator)
-            if callbacks:
-                info = BatchInfo(
-                    epoch=self.epoch,
-                    batch=batch_index - 1,
-                    step=self.step,
-                    loss=out.loss,
-                    x=out.x,
-                    y=out.y,
-                    num_adv=out.num_adv,
-                    replaced=out.replaced,
-                )
-                for cb in callbacks:
-                    cb.on_batch_end(self, info)
-            if self.step % self.config.log_every == 0:
-                self._check_finite()
-                if bar is not None:
-                    bar.set_postfix(sums.running(), refresh=False)
-            if bar is not None:
-                bar.update(1)
-        if batch_index == 0:
-            raise ValueError(
-                f"train_loader yielded no batches in epoch {self.epoch + 1}; nothing was trained"
-            )
-        self._check_finite()
-        if self.distributed:
-            broadcast_buffers(self.model)
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        total = StepFigures(all_reduce_sum(sums.values.clone())).totals()
-        stats = EpochStats(
-            epoch=self.epoch + 1,
-            val_clean_acc=None,
-            val_adv_acc=None,
-            lr=lr,
-            steps=steps,
-            seconds=time.perf_counter() - start,
-            **StepFigures.summary(total),
-        )
-        # The epoch's end (scheduler, counters, history) is committed as one piece, so that a
-        # Ctrl-C during validation leaves a consistent state (the epoch without val figures).
-        with self._interrupts.critical():
-            if self.scheduler is not None:
-                self.scheduler.step()
-            self.epoch += 1
-            self._batch_in_epoch = 0
-            self._partial = None
-            self.history.append(stats)
-        if val_loader is not None:
-            val_clean, val_adv = self.evaluate(val_loader, attack=val_attack)
-            stats = dataclasses.replace(
-                stats,
-                val_clean_acc=val_clean,
-                val_adv_acc=val_adv,
-                seconds=time.perf_counter() - start,
-            )
-            self.history.epochs[-1] = stats
-        if bar is not None:
-            bar.set_postfix(sums.running(), refresh=True)
-            bar.write(stats.summary_line(), file=sys.stderr)
-        return stats
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, data: Any, *, attack: Attack | None = None) -> tuple[float, float]:

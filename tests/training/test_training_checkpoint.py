@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -143,3 +144,114 @@ def test_training_checkpoint_resume_into_another_optimizer_layout_changes_nothin
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     assert torch.equal(tr.generator.get_state(), gen_before)
     assert tr.epoch == 0 and tr.step == 0 and len(tr.history) == 0
+
+
+def _flip_inside(data: bytes, needle: bytes) -> bytes:
+    at = data.index(needle) + len(needle) // 2
+    return data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1 :]
+
+
+def test_training_checkpoint_flipped_tensor_bytes_are_refused(tmp_path):
+    weights = torch.arange(256, dtype=torch.float32)
+    path = save_checkpoint(tmp_path / "w.pt", {"w": weights, "step": 3})
+    damaged = _flip_inside(path.read_bytes(), weights.numpy().tobytes())
+    path.write_bytes(damaged)
+    # torch itself loads the damaged file without complaint: the checksum is what catches it
+    raw = torch.load(path, weights_only=True)
+    assert not torch.equal(raw["w"], weights)
+    with pytest.raises(CheckpointError, match=r"w\.pt.*fails its checksum"):
+        load_checkpoint(path)
+
+
+def test_training_checkpoint_trainer_file_with_flipped_weight_is_refused(tmp_path):
+    x, y = _data()
+    cfg = TrainConfig.clean(epochs=1, batch_size=16, lr=0.1)
+    tr = AdversarialTrainer(_model(), cfg, checkpoint_dir=tmp_path)
+    tr.fit((x, y), progress=False)
+    path = tmp_path / "last.pt"
+    weight = tr.model[1].weight.detach().contiguous().numpy().tobytes()
+    path.write_bytes(_flip_inside(path.read_bytes(), weight))
+    fresh = AdversarialTrainer(_model(seed=1), cfg)
+    with pytest.raises(CheckpointError, match=r"last\.pt.*checksum"):
+        fresh.resume(path)
+    assert fresh.epoch == 0
+
+
+def test_training_checkpoint_without_checksum_loads_with_a_warning(tmp_path):
+    legacy = tmp_path / "old.pt"  # as written before checksums existed
+    torch.save({"w": torch.ones(2), "format": ckpt_mod.CHECKPOINT_FORMAT, "version": 1}, legacy)
+    with pytest.warns(UserWarning, match=r"old\.pt.*no checksum.*unverified"):
+        got = load_checkpoint(legacy)
+    assert torch.equal(got["w"], torch.ones(2))
+
+
+def test_training_checkpoint_malformed_checksum_entry_is_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    torch.save({"format": ckpt_mod.CHECKPOINT_FORMAT, "version": 1, "checksum": "abc"}, bad)
+    with pytest.raises(CheckpointError, match=r"bad\.pt.*malformed checksum"):
+        load_checkpoint(bad)
+
+
+@pytest.mark.parametrize(
+    ("state", "where"),
+    [
+        ({"lr": np.float64(0.1)}, r"state\['lr'\]"),
+        ({"opt": {"groups": [{"arr": np.zeros(2)}]}}, r"state\['opt'\]\['groups'\]\[0\]\['arr'\]"),
+        ({"f": slice(1)}, r"state\['f'\]"),
+    ],
+)
+def test_training_checkpoint_never_writes_what_load_refuses(tmp_path, state, where):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"v": 1})
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match=where):
+        save_checkpoint(path, state)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["c.pt"]
+
+
+def test_training_checkpoint_trainer_refuses_unloadable_extra_state(tmp_path):
+    class WithExtra(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.lin(x.flatten(1))
+
+        def get_extra_state(self):
+            return {"scale": np.float32(2.0)}  # a numpy scalar: weights-only loads refuse it
+
+        def set_extra_state(self, state):
+            pass
+
+    tr = AdversarialTrainer(WithExtra(), TrainConfig.clean(epochs=1, batch_size=16))
+    with pytest.raises(TypeError, match=r"state\['model'\]\['_extra_state'\]\['scale'\]"):
+        tr.save_checkpoint(tmp_path / "last.pt")
+    assert not os.listdir(tmp_path)
+
+
+def test_training_checkpoint_content_digest_is_stable_and_sensitive():
+    a = {"w": torch.arange(4.0), "s": {"x", "y"}, "n": (1, 2.5, None, True)}
+    b = {"w": torch.arange(4.0), "s": {"y", "x"}, "n": (1, 2.5, None, True)}
+    assert ckpt_mod.content_digest(a) == ckpt_mod.content_digest(b)
+    c = dict(a, w=torch.tensor([0.0, 1.0, 2.0, 3.0000002]))
+    assert ckpt_mod.content_digest(a) != ckpt_mod.content_digest(c)
+    assert ckpt_mod.content_digest({"n": 1}) != ckpt_mod.content_digest({"n": 1.0})
+    assert ckpt_mod.content_digest({"n": [1]}) != ckpt_mod.content_digest({"n": (1,)})
+
+
+def test_training_checkpoint_fit_removes_temporaries_of_killed_writers(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    stale = tmp_path / f".last.pt.{dead}.0123456789abcdef.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    cfg = TrainConfig.clean(epochs=1, batch_size=16)
+    AdversarialTrainer(_model(), cfg, checkpoint_dir=tmp_path).fit(_data(), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
