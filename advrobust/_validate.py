@@ -196,14 +196,36 @@ def check_eps(
 
 
 def check_model_device(model: nn.Module, x: Tensor, name: str = "x") -> None:
-    """Raise if ``model``'s parameters live on a different device than ``x``."""
-    for p in model.parameters():
-        if p.device != x.device and not (p.device.type == x.device.type == "meta"):
-            raise ValueError(
-                f"{name} is on {x.device} but the model's parameters are on {p.device}; "
-                f"move one of them (advrobust never moves the model)"
-            )
-        break
+    """Raise if any parameter or buffer of ``model`` is on another device than ``x``.
+
+    Every parameter and buffer is looked at (a model half moved with ``.to`` fails here, not
+    deep inside its forward). A floating-point parameter of another floating dtype than ``x``
+    (a float16 model fed float32 input) is refused too, naming both dtypes, unless autocast
+    is on for ``x``'s device (autocast casts inside the forward).
+    """
+    autocast = x.device.type != "meta" and torch.is_autocast_enabled(x.device.type)
+    for kind, tensors in (
+        ("parameters", model.named_parameters()),
+        ("buffers", model.named_buffers()),
+    ):
+        for pname, p in tensors:
+            if p.device != x.device and not (p.device.type == x.device.type == "meta"):
+                raise ValueError(
+                    f"{name} is on {x.device} but the model's {kind} are on {p.device} (first: "
+                    f"{pname!r}); move one of them (advrobust never moves the model)"
+                )
+            if (
+                kind == "parameters"
+                and not autocast
+                and p.is_floating_point()
+                and x.is_floating_point()
+                and p.dtype != x.dtype
+            ):
+                raise ValueError(
+                    f"{name} has dtype {x.dtype} but the model's parameters have dtype {p.dtype} "
+                    f"(first: {pname!r}); convert one of them, e.g. x.to({p.dtype}) or "
+                    f"model.to({x.dtype})"
+                )
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Adversarial attacks: one gradient engine with six presets, and Carlini-Wagner L2.
+"""Adversarial attacks: one gradient engine with six presets, Carlini-Wagner L2, FAB and Square.
 
 Every attack is bound to a model at construction and called on a batch:
 
@@ -9,10 +9,12 @@ res = atk.run(x, y)        # AttackResult: x_adv, success, adv_pred, l2, linf, y
 ```
 """
 
+from ._alma import ALMA as ALMA
 from ._base import Attack as Attack
 from ._base import AttackResult as AttackResult
 from ._base import logit_margin as logit_margin
 from ._cw import CWL2 as CWL2
+from ._ddn import DDN as DDN
 from ._engine import BIM as BIM
 from ._engine import FGSM as FGSM
 from ._engine import PGD as PGD
@@ -20,20 +22,28 @@ from ._engine import IterativeGradientAttack as IterativeGradientAttack
 from ._engine import IterLL as IterLL
 from ._engine import StepLL as StepLL
 from ._engine import StepRnd as StepRnd
+from ._fab import FAB as FAB
+from ._fab import project_hyperplane_box as project_hyperplane_box
+from ._fmn import FMN as FMN
 from ._registry import AttackInfo as AttackInfo
 from ._registry import AttackSpec as AttackSpec
 from ._registry import attack_info as attack_info
 from ._registry import create_attack as create_attack
 from ._registry import list_attacks as list_attacks
 from ._registry import register_attack as register_attack
+from ._square import Square as Square
 from ._threat import L2Ball as L2Ball
 from ._threat import LinfBall as LinfBall
 from ._threat import ThreatModel as ThreatModel
 
 __all__ = [
+    "ALMA",
     "BIM",
     "CWL2",
+    "FAB",
+    "DDN",
     "FGSM",
+    "FMN",
     "PGD",
     "Attack",
     "AttackInfo",
@@ -43,6 +53,7 @@ __all__ = [
     "IterativeGradientAttack",
     "L2Ball",
     "LinfBall",
+    "Square",
     "StepLL",
     "StepRnd",
     "ThreatModel",
@@ -50,5 +61,6 @@ __all__ = [
     "create_attack",
     "list_attacks",
     "logit_margin",
+    "project_hyperplane_box",
     "register_attack",
 ]

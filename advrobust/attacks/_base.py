@@ -3,8 +3,9 @@
 Every attack in advrobust subclasses ``Attack`` and implements only the protected ``_perturb``
 hook. The public ``__call__`` and ``run`` are final: they validate the inputs, resolve labels and
 targets, broadcast eps to one value per example, enter ``model_state_guard``, call
-``_perturb``, then clip the result to the eps-ball and the bounds, compute success and norms
-and build an ``AttackResult``.
+``_perturb``, then clip the result to the eps-ball and the bounds, refine minimal-norm results
+to the decision boundary (a bisection along the segment from ``x``, forward passes only),
+compute success and norms and build an ``AttackResult``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from advrobust._validate import (
     model_state_guard,
 )
 
+from ._refine import refine_boundary
 from ._registry import AttackSpec
 from ._threat import L2Ball, LinfBall, ThreatModel
 
@@ -54,6 +56,24 @@ class AttackResult:
         y: Long ``(B,)``, the labels used: the given ``y`` or, when ``y`` was None, the
             model's predictions on the clean ``x``.
         target: Long ``(B,)`` target classes of a targeted call, else None.
+
+    Saving: ``torch.save(result, path)`` and ``torch.load(path)`` work with torch's default
+    ``weights_only=True`` (the class is registered as a safe global: it holds only tensors).
+    ``to_dict``/``from_dict`` give the same as a plain dict of tensors, for files that must
+    load without advrobust installed.
+
+    Example:
+        >>> import io, torch
+        >>> from torch import nn
+        >>> from advrobust.attacks import FGSM
+        >>> res = FGSM(nn.Linear(4, 3), eps=0.1).run(torch.rand(2, 4))
+        >>> buf = io.BytesIO()
+        >>> torch.save(res, buf)
+        >>> _ = buf.seek(0)
+        >>> torch.equal(torch.load(buf).x_adv, res.x_adv)
+        True
+        >>> torch.equal(AttackResult.from_dict(res.to_dict()).adv_pred, res.adv_pred)
+        True
     """
 
     x_adv: Tensor
@@ -69,6 +89,56 @@ class AttackResult:
         """Fraction of examples the attack succeeded on (``nan`` for an empty batch)."""
         n = self.success.numel()
         return float(self.success.float().mean()) if n else math.nan
+
+    def to_dict(self) -> dict[str, Tensor | None]:
+        """The fields as a dict of tensors (``target`` may be None)."""
+        return {
+            "x_adv": self.x_adv,
+            "success": self.success,
+            "adv_pred": self.adv_pred,
+            "l2": self.l2,
+            "linf": self.linf,
+            "y": self.y,
+            "target": self.target,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> AttackResult:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            TypeError: ``data`` is not a mapping, or a field is not a tensor.
+            ValueError: a key is missing or unknown.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(
+                f"data must be a dict from AttackResult.to_dict(), got {describe(data)}"
+            )
+        names = ("x_adv", "success", "adv_pred", "l2", "linf", "y", "target")
+        unknown = sorted(set(data) - set(names))
+        missing = [n for n in names[:-1] if n not in data]
+        if unknown or missing:
+            raise ValueError(
+                f"data must have the keys {', '.join(names)}; missing: {missing or 'none'}, "
+                f"unknown: {unknown or 'none'}"
+            )
+        for n in names:
+            value = data.get(n)
+            if not isinstance(value, Tensor) and not (n == "target" and value is None):
+                raise TypeError(f"data[{n!r}] must be a tensor, got {describe(value)}")
+        target = data.get("target")
+        return cls(
+            x_adv=data["x_adv"],
+            success=data["success"],
+            adv_pred=data["adv_pred"],
+            l2=data["l2"],
+            linf=data["linf"],
+            y=data["y"],
+            target=target if isinstance(target, Tensor) else None,
+        )
+
+
+torch.serialization.add_safe_globals([AttackResult])
 
 
 @dataclass(frozen=True)
@@ -151,7 +221,10 @@ class Attack(abc.ABC):
         bounds: The input box ``(lo, hi)``.
         norm: ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``, the norm of the attack's threat model.
         minimal_norm: Class attribute, True for minimal-norm (unbounded) attacks that return
-            the smallest adversarial perturbation they find (CWL2, FMN, DDN, ALMA).
+            the smallest adversarial perturbation they find (CWL2, FMN, DDN, ALMA). The
+            template refines their output to the decision boundary: per example, a bisection
+            along the segment from ``x`` to ``_perturb``'s point returns the closest point of
+            the segment that is still adversarial (examples never broken come back as ``x``).
     """
 
     model: nn.Module
@@ -254,6 +327,15 @@ class Attack(abc.ABC):
     def _threat(self) -> ThreatModel | None:
         """The threat model whose ball the output is clipped to (None: unbounded)."""
         return None
+
+    @property
+    def _refine_kappa(self) -> float | None:
+        """Margin the boundary refinement of a minimal-norm result keeps (None: no refinement).
+
+        The template ends every attack with ``minimal_norm = True`` with
+        [`refine_boundary`][advrobust.attacks._refine.refine_boundary] unless this is None.
+        """
+        return 0.0
 
     @property
     def _wants_clean_graph(self) -> bool:
@@ -408,6 +490,18 @@ class Attack(abc.ABC):
             x_adv = self._perturb(x, y_used, eps_t, tgt, guide, generator, clean)
             del clean
             x_adv = self._final_clip(x_adv.detach(), x, eps_t)
+            kappa = self._refine_kappa
+            if self.minimal_norm and kappa is not None:
+                # the closest still-adversarial point on the segment [x, x_adv]; failures -> x
+                x_adv = refine_boundary(
+                    self.model,
+                    x,
+                    x_adv,
+                    y_used if tgt is None else tgt,
+                    targeted=tgt is not None,
+                    bounds=self.bounds,
+                    kappa=kappa,
+                )
             if not with_result:
                 return x_adv, None
             with torch.no_grad():

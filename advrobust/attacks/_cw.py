@@ -49,8 +49,10 @@ class CWL2(Attack):
     ``w`` is optimised with Adam for ``steps`` iterations; ``c`` is searched per example over
     ``binary_search_steps`` rounds (multiplied by 10 until the first success, then bisected),
     and each round stops early when the loss has not decreased by 0.01% over ``steps // 10``
-    iterations. The smallest-L2 successful iterate of each example is kept. Examples never
-    broken come back equal to ``x`` with ``success=False``. ``eps`` is ignored (unbounded).
+    iterations. The smallest-L2 successful iterate of each example is kept, then moved to the
+    decision boundary by the template's bisection along the segment from ``x`` (12 forward
+    passes; the margin ``kappa`` is kept). Examples never broken come back equal to ``x`` with
+    ``success=False``. ``eps`` is ignored (unbounded).
 
     The defaults (1,000 steps, 9 search rounds, ``initial_const=1e-2``, ``lr=0.01``) reach 100%
     success on advrobust's test models; Carlini's own are 10,000 steps, ``initial_const=1e-3``.
@@ -105,6 +107,11 @@ class CWL2(Attack):
         self.binary_search_steps = check_int(binary_search_steps, "binary_search_steps", minimum=1)
         self.initial_const = check_positive(initial_const, "initial_const")
         self.abort_early = _check_bool(abort_early, "abort_early")
+
+    @property
+    def _refine_kappa(self) -> float | None:
+        # the refinement keeps CW's confidence margin: z_y - max_j z_j < -kappa
+        return self.kappa
 
     def _perturb(
         self,

@@ -73,12 +73,20 @@ def register_attack(*, description: str, paper: str = "") -> Callable[[_A], _A]:
         The decorator; it returns the class unchanged.
 
     Raises:
-        ValueError: If an attack of the same name (case-insensitively) is registered already.
+        ValueError: If another attack of the same name (case-insensitively) is registered
+            already. Re-importing the module that defines a registered class (a reload, or
+            pytest collecting the file on its own) keeps the first entry.
     """
 
     def deco(cls: _A) -> _A:
         name = cls.__name__
         clash = _lookup(name)
+        reimport = clash is not None and (clash.cls.__module__, clash.cls.__qualname__) == (
+            cls.__module__,
+            cls.__qualname__,
+        )
+        if reimport:
+            return cls
         if clash is not None:
             raise ValueError(
                 f"an attack named {clash.name!r} is registered already ({clash.cls.__module__}."

@@ -1,4 +1,4 @@
-"""Robustness metrics: accuracy, distortion, transfer, label leaking, DeepSec, sanity checks.
+"""Robustness metrics: accuracy, robust accuracy, distortion, transfer, leaking, sanity checks.
 
 Every function takes a model (or models), data as ``(x, y)`` tensors or any iterable of
 ``(x, y)`` batches, and an attack from :mod:`advrobust.attacks`; each returns a frozen
@@ -28,39 +28,54 @@ from ._leak import label_leak_count as label_leak_count
 from ._results import AccuracyRatioResult as AccuracyRatioResult
 from ._results import AccuracyResult as AccuracyResult
 from ._results import AdversarialAccuracyResult as AdversarialAccuracyResult
+from ._results import AttackBreakdown as AttackBreakdown
+from ._results import CommonSetScore as CommonSetScore
 from ._results import DeepSecAttackResult as DeepSecAttackResult
 from ._results import DeepSecDefenceResult as DeepSecDefenceResult
 from ._results import DistortionResult as DistortionResult
 from ._results import Finding as Finding
 from ._results import LabelLeakResult as LabelLeakResult
+from ._results import RobustAccuracyResult as RobustAccuracyResult
 from ._results import RobustnessScoreResult as RobustnessScoreResult
 from ._results import SanityReport as SanityReport
 from ._results import SuccessRateResult as SuccessRateResult
 from ._results import TransferMatrixResult as TransferMatrixResult
 from ._results import TransferResult as TransferResult
+from ._results import common_set_score as common_set_score
+from ._robust import ATTACK_SUITES as ATTACK_SUITES
+from ._robust import PassCounter as PassCounter
+from ._robust import SuiteEntry as SuiteEntry
+from ._robust import robust_accuracy as robust_accuracy
 from ._sanity import SANITY_CHECKS as SANITY_CHECKS
 from ._sanity import sanity_check as sanity_check
 from ._transfer import transfer_matrix as transfer_matrix
 from ._transfer import transfer_rate as transfer_rate
 
 __all__ = [
+    "ATTACK_SUITES",
     "SANITY_CHECKS",
     "AccuracyRatioResult",
     "AccuracyResult",
     "AdversarialAccuracyResult",
+    "AttackBreakdown",
+    "CommonSetScore",
     "DeepSecAttackResult",
     "DeepSecDefenceResult",
     "DistortionResult",
     "Finding",
     "LabelLeakResult",
+    "PassCounter",
+    "RobustAccuracyResult",
     "RobustnessScoreResult",
     "SanityReport",
     "SuccessRateResult",
+    "SuiteEntry",
     "TransferMatrixResult",
     "TransferResult",
     "accuracy",
     "accuracy_ratio",
     "adversarial_accuracy",
+    "common_set_score",
     "deepsec_attack_metrics",
     "deepsec_defence_metrics",
     "gaussian_blur",
@@ -68,6 +83,7 @@ __all__ = [
     "jpeg_compress",
     "label_leak_count",
     "minimal_distortion",
+    "robust_accuracy",
     "robustness_score",
     "sanity_check",
     "search_attack",

@@ -1,4 +1,9 @@
-"""Accuracy, success rate, Kurakin's accuracy ratio and paper 000's adversarial accuracy."""
+"""Accuracy, success rate, Kurakin's accuracy ratio and the adversarial accuracy of eq. (5).
+
+Eq. (5) and the success rate over correctly classified inputs come from "How training data
+affect the accuracy and robustness of neural networks for image classification" (ICLR 2019
+submission), the training-data study.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,13 @@ from .._validate import check_positive, model_state_guard
 from ..attacks import Attack
 from ._loop import (
     Batch,
+    as_run,
     bind_attack,
     check_eps_arg,
     check_model,
     check_norm,
     evaluate,
-    predict,
-    predict_labels,
+    predict_checked,
     run_attack,
 )
 from ._results import (
@@ -62,7 +67,7 @@ def accuracy(
     check_model(model)
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        pred = predict(model, b.x).argmax(1)
+        pred = predict_checked(model, b).argmax(1)
         return {"correct": pred == b.y, "pred": pred, "y": b.y}
 
     with model_state_guard(model):
@@ -84,7 +89,7 @@ def success_rate(
 ) -> SuccessRateResult:
     """Fraction of examples the attack breaks.
 
-    As in paper 000, only clean inputs the model classifies correctly count by default
+    As in the training-data study, only clean inputs the model classifies correctly count by default
     (``only_correct=False`` counts every example).
 
     Args:
@@ -105,11 +110,11 @@ def success_rate(
     Raises:
         TypeError, ValueError: bad arguments or data.
     """
-    attack = bind_attack(attack, check_model(model))
     eps = check_eps_arg(eps)
+    attack = as_run(bind_attack(attack, check_model(model)), eps)
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        pred = predict_labels(model, b.x)
+        pred = predict_checked(model, b).argmax(1)
         res = run_attack(attack, b, b.y if use_labels else None, eps, generator)
         return {
             "success": res.success,
@@ -129,7 +134,13 @@ def success_rate(
         eps=eps,
     )
     return SuccessRateResult(
-        out["success"], out["correct"], out["adv_pred"], out["l2"], out["linf"], only_correct
+        out["success"],
+        out["correct"],
+        out["adv_pred"],
+        out["l2"],
+        out["linf"],
+        only_correct,
+        attack.spec(),
     )
 
 
@@ -162,11 +173,11 @@ def accuracy_ratio(
     Returns:
         :class:`AccuracyRatioResult`.
     """
-    attack = bind_attack(attack, check_model(model))
     eps = check_eps_arg(eps)
+    attack = as_run(bind_attack(attack, check_model(model)), eps)
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        pred = predict_labels(model, b.x)
+        pred = predict_checked(model, b).argmax(1)
         res = run_attack(attack, b, b.y if use_labels else None, eps, generator)
         return {"clean": pred == b.y, "adv": res.adv_pred == b.y}
 
@@ -179,7 +190,7 @@ def accuracy_ratio(
         bounds=attack.bounds,
         eps=eps,
     )
-    return AccuracyRatioResult(out["clean"], out["adv"])
+    return AccuracyRatioResult(out["clean"], out["adv"], attack.spec())
 
 
 def adversarial_accuracy(
@@ -193,15 +204,16 @@ def adversarial_accuracy(
     progress: bool = False,
     generator: torch.Generator | None = None,
 ) -> AdversarialAccuracyResult:
-    r"""Adversarial accuracy of paper 000 eq. (5).
+    r"""Adversarial accuracy of the training-data study, eq. (5) (appendix).
 
     $$\mathrm{Robustness}(M) = 1 - \frac{\text{wrong predictions} +
     \text{successful attacks}}{|T|}$$
 
     Only correctly classified inputs are attacked; an attack on ``x`` is successful when
     ``M(x') != M(x)`` and ``||x - x'||_p <= delta``. Fixed-eps attacks run with
-    ``eps=delta`` and the model's own predictions as labels; CW-L2 (unbounded) runs as is and
-    its perturbations are thresholded at ``delta``.
+    ``eps=delta`` (the result's spec records it) and the model's own predictions as labels;
+    minimal-norm attacks (``attack.spec().kind == "minimal"``, e.g. CW-L2) run as they are and
+    their perturbations are thresholded at ``delta``.
 
     Args:
         model: the attacked classifier.
@@ -221,11 +233,12 @@ def adversarial_accuracy(
     """
     attack = bind_attack(attack, check_model(model))
     delta = check_positive(delta, "delta")
-    norm = check_norm(attack.norm if norm is None else norm)
+    norm = check_norm(attack.spec().norm if norm is None else norm)
+    attack = as_run(attack, delta)
     limit = delta * (1 + _REL) + _ABS
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        pred = predict_labels(model, b.x)
+        pred = predict_checked(model, b).argmax(1)
         correct = pred == b.y
         res = run_attack(attack, b, pred, delta, generator)
         dist = res.l2 if norm == "l2" else res.linf
@@ -240,4 +253,6 @@ def adversarial_accuracy(
         desc="adversarial accuracy",
         bounds=attack.bounds,
     )
-    return AdversarialAccuracyResult(out["correct"], out["success"], out["distance"], delta, norm)
+    return AdversarialAccuracyResult(
+        out["correct"], out["success"], out["distance"], delta, norm, attack.spec()
+    )

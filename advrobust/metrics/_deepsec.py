@@ -1,4 +1,7 @@
-"""DeepSec utility metrics (Ling et al. 2019, as used in paper 004 tables 3 and 4).
+"""DeepSec utility metrics (Ling et al. 2019), as used by Marchetti and Ho 2022.
+
+Marchetti and Ho, "Improving deep learning model robustness against adversarial attack by
+increasing the network capacity", 2022, tables 3 and 4.
 
 Also the image operations they need, written in torch: SSIM, Gaussian blur, and JPEG
 compression through Pillow when a codec is available.
@@ -15,18 +18,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validate import check_int, check_positive, describe, model_state_guard
+from .._validate import check_bounds, check_int, check_positive, describe, model_state_guard
 from ..attacks import Attack
 from ._loop import (
     Batch,
+    as_run,
     bind_attack,
     check_eps_arg,
     check_model,
     evaluate,
     perturbation_norm,
     predict,
+    predict_checked,
     predict_eval,
-    predict_labels,
     run_attack,
 )
 from ._results import DeepSecAttackResult, DeepSecDefenceResult
@@ -187,6 +191,14 @@ def jpeg_available(x: Tensor) -> str:
     return ""
 
 
+def _check_quality(quality: object, name: str) -> int:
+    """A JPEG quality: an int in 1..95 (Pillow's useful range; above 95 disables parts of it)."""
+    q = check_int(quality, name, minimum=1)
+    if q > 95:
+        raise ValueError(f"{name} must be in 1..95, got {q}")
+    return q
+
+
 def jpeg_compress(
     x: Tensor, quality: int = 90, *, bounds: tuple[float, float] = (0.0, 1.0)
 ) -> Tensor:
@@ -201,15 +213,16 @@ def jpeg_compress(
         The decoded images, same shape, dtype and device as ``x``.
 
     Raises:
+        TypeError, ValueError: ``quality`` not an int in 1..95, bad ``bounds``.
         RuntimeError: no usable JPEG codec or unsupported channel count.
     """
+    _check_quality(quality, "quality")
+    lo, hi = check_bounds(bounds)
     reason = jpeg_available(x)
     if reason:
         raise RuntimeError(f"JPEG compression unavailable: {reason}")
     from PIL import Image
 
-    check_int(quality, "quality", minimum=1)
-    lo, hi = bounds
     x4 = _as_4d(x, "x")
     arr = ((x4.detach().float().cpu() - lo) / (hi - lo) * 255).round().clamp(0, 255).to(torch.uint8)
     out = torch.empty(arr.shape, dtype=torch.uint8)
@@ -244,7 +257,7 @@ def deepsec_attack_metrics(
     progress: bool = False,
     generator: torch.Generator | None = None,
 ) -> DeepSecAttackResult:
-    r"""DeepSec's attack utility metrics (paper 004 table 3).
+    r"""DeepSec's attack utility metrics (Marchetti and Ho 2022, table 3).
 
     With ``n`` the successful adversarial examples among the evaluated ones (DeepSec's
     candidates: the clean-correct examples), ``P`` the softmax output and ``F`` the prediction:
@@ -275,15 +288,15 @@ def deepsec_attack_metrics(
     Returns:
         :class:`DeepSecAttackResult` (``summary()`` gives the table row).
     """
-    attack = bind_attack(attack, check_model(model))
     eps = check_eps_arg(eps)
+    attack = as_run(bind_attack(attack, check_model(model)), eps)
     blur_sigma = check_positive(blur_sigma, "blur_sigma")
-    check_int(jpeg_quality, "jpeg_quality", minimum=1)
+    _check_quality(jpeg_quality, "jpeg_quality")
     lo, hi = attack.bounds
     notes: dict[str, str] = {}
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        clean = predict_labels(model, b.x) == b.y
+        clean = predict_checked(model, b).argmax(1) == b.y
         _sync(b.x.device)
         t0 = time.perf_counter()
         res = run_attack(attack, b, b.y if use_labels else None, eps, generator)
@@ -346,6 +359,7 @@ def deepsec_attack_metrics(
         jpeg_success=out.get("jpeg_success"),
         seconds=out["seconds"],
         jpeg_note=notes.get("jpeg", ""),
+        attack=attack.spec(),
     )
 
 
@@ -365,7 +379,7 @@ def deepsec_defence_metrics(
     batch_size: int = 256,
     progress: bool = False,
 ) -> DeepSecDefenceResult:
-    r"""DeepSec's defence utility metrics (paper 004 table 4) on clean data.
+    r"""DeepSec's defence utility metrics (Marchetti and Ho 2022, table 4) on clean data.
 
     - CAV: accuracy of ``defended`` minus accuracy of ``original`` (= CRR - CSR);
     - CRR: fraction of examples misclassified by ``original`` and correct with ``defended``;
@@ -391,7 +405,7 @@ def deepsec_defence_metrics(
     check_model(defended, "defended")
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        lo = predict_eval(original, b.x, "original")
+        lo = predict_checked(original, b, "original")
         ld = predict_eval(defended, b.x, "defended")
         if lo.shape[1] != ld.shape[1]:
             raise ValueError(
@@ -408,5 +422,11 @@ def deepsec_defence_metrics(
             "js": _js_divergence(p, q),
         }
 
-    out = evaluate(data, fn, batch_size=batch_size, progress=progress, desc="DeepSec defence")
+    out = evaluate(
+        data,
+        fn,
+        batch_size=batch_size,
+        progress=progress,
+        desc="DeepSec defence",
+    )
     return DeepSecDefenceResult(out["oc"], out["dc"], out["op"], out["dp"], out["js"])

@@ -1,31 +1,37 @@
-"""Minimal distortion by batched per-example bisection, and paper 000's robustness score."""
+"""Minimal distortion (minimal-norm attacks, or a batched per-example eps bisection) and eq. 4.
+
+Eq. (4) is the robustness score of "How training data affect the accuracy and robustness of
+neural networks for image classification" (ICLR 2019 submission), the training-data study.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .._validate import check_nonnegative, check_positive
+from .._validate import check_nonnegative, check_positive, describe
 from ..attacks import Attack, logit_margin
 from ._loop import (
     Batch,
     bind_attack,
+    check_batch_labels,
     check_model,
     evaluate,
-    is_unbounded,
+    is_minimal,
     named_models,
+    perturbation_norm,
+    predict_checked,
     predict_eval,
-    predict_labels,
 )
 from ._results import DistortionResult, RobustnessScoreResult
 
 __all__ = ["minimal_distortion", "robustness_score", "search_attack"]
 
-# Paper 000 (sec. 3.2): I-FGSM with T iterations of eps / T. With a random start (PGD) the
-# iterate may begin anywhere in the ball, so it gets Madry's 2.5 * eps / T.
+# The training-data study (sec. 3.2): I-FGSM with T iterations of eps / T. With a random start
+# (PGD) the iterate may begin anywhere in the ball, so it gets Madry's 2.5 * eps / T.
 _DEFAULT_STEPS = 10
 
 
@@ -33,12 +39,15 @@ def search_attack(attack: Attack) -> Attack:
     """The configuration of ``attack`` used inside the eps search.
 
     Iterative gradient attacks with an absolute step size get a step proportional to eps
-    (``rel_alpha``): ``1 / steps`` (``2.5 / steps`` with a random start), the paper 000
-    schedule of T steps of eps / T, so that the attack at eps ``e`` is the same attack scaled
-    by ``e``. Attacks already configured with ``rel_alpha``, single-step attacks and CW-L2
-    are used as they are.
+    (``rel_alpha``): ``1 / steps`` (``2.5 / steps`` with a random start), the training-data
+    study's schedule of T steps of eps / T, so that the attack at eps ``e`` is the same attack
+    scaled by ``e``. Attacks already configured with ``rel_alpha``, single-step attacks and
+    minimal-norm attacks (``attack.spec().kind == "minimal"``: CW-L2, FMN, DDN, ALMA) are used
+    as they are.
     """
-    if is_unbounded(attack):
+    if not isinstance(attack, Attack):
+        raise TypeError(f"attack must be an advrobust.attacks.Attack, got {describe(attack)}")
+    if is_minimal(attack):
         return attack
     cfg = attack.config()
     if "rel_alpha" not in cfg or cfg["rel_alpha"] is not None:
@@ -57,8 +66,14 @@ def search_attack(attack: Attack) -> Attack:
 def _default_hi(attack: Attack, x: Tensor) -> float:
     lo_b, hi_b = attack.bounds
     width = float(hi_b - lo_b)
-    if attack.norm == "l2":
-        return width * math.sqrt(x[0].numel())
+    norm = attack.spec().norm
+    d = x[0].numel()
+    if norm == "l2":
+        return width * math.sqrt(d)
+    if norm == "l1":
+        return width * d
+    if norm == "l0":
+        return float(d)
     return width
 
 
@@ -83,11 +98,14 @@ def _search_batch(
     method: str,
     generator: torch.Generator | None,
     consider: Tensor | None = None,
+    check: Callable[[int], None] | None = None,
 ) -> dict[str, Tensor]:
     """Per-example eps search for one batch; see :func:`minimal_distortion`."""
     n = x.shape[0]
     dev = x.device
     logits = predict_eval(model, x)
+    if check is not None:
+        check(int(logits.shape[1]))  # the labels' range, before anything indexes with them
     correct = logits.argmax(1) == y
     if consider is not None:
         correct = correct & consider
@@ -95,18 +113,21 @@ def _search_batch(
     nan = torch.full((n,), math.nan, dtype=dtype, device=dev)
     evaluations = torch.zeros(n, dtype=torch.long, device=dev)
 
-    if is_unbounded(attack):
-        # CW only on the examples that count (one host sync per batch)
+    if is_minimal(attack):
+        # A minimal-norm attack runs once, only on the examples that count (one host sync
+        # per batch); its distances are measured in its own norm (the spec's).
         idx = correct.nonzero().squeeze(1)
-        l2 = torch.full_like(nan, math.inf)
+        dist = torch.full_like(nan, math.inf)
         broken = torch.zeros_like(correct)
         if idx.numel():
             res = attack.run(x[idx], y[idx], generator=generator)
             evaluations[idx] += 1
-            l2[idx] = res.l2.to(dtype)
+            delta = (res.x_adv - x[idx]).to(dtype)
+            measured = perturbation_norm(delta, attack.spec().norm)
+            dist[idx] = torch.where(res.success, measured, torch.full_like(measured, math.inf))
             broken[idx] = res.success
-        found = correct & broken & (l2 <= hi * (1 + 1e-6))
-        distance = torch.where(found | correct, l2, nan)
+        found = correct & broken & (dist <= hi * (1 + 1e-6))
+        distance = torch.where(found | correct, dist, nan)
         lower = torch.where(correct, torch.zeros_like(nan), nan)
         return {
             "distance": distance,
@@ -252,6 +273,7 @@ class _SearchRange:
             method=self.method,
             generator=generator,
             consider=consider,
+            check=lambda k: check_batch_labels(b, k),
         )
 
     def result(self, out: dict[str, Tensor], attack: Attack, prefix: str = "") -> DistortionResult:
@@ -262,9 +284,10 @@ class _SearchRange:
             out[prefix + "found"],
             out[prefix + "correct"],
             out[prefix + "evaluations"],
-            str(attack.norm),
-            0.0 if is_unbounded(attack) else self.tol,
+            attack.spec().norm,
+            0.0 if is_minimal(attack) else self.tol,
             self.rtol,
+            attack.spec(),
         )
 
 
@@ -294,11 +317,24 @@ def minimal_distortion(
     examples whose bracket converged leave the batch, so later rounds only pay for the
     examples still being searched. The distance reported is ``upper``.
 
-    Iterative attacks run with a step proportional to eps (see :func:`search_attack`: paper
-    000's T steps of eps / T), so the attack at each eps is the same attack, scaled. CW-L2 is
-    unbounded: its own L2 distances are reported (no bisection; ``lo`` and ``tol`` do not
-    apply, and distances above ``hi`` count as unbroken). Clean inputs the model
-    misclassifies are excluded (distance ``nan``), as in paper 000.
+    Iterative attacks run with a step proportional to eps (see :func:`search_attack`: the
+    paper's T steps of eps / T), so the attack at each eps is the same attack, scaled.
+
+    A minimal-norm attack (``attack.spec().kind == "minimal"``: CW-L2, FMN, DDN, ALMA) is
+    unbounded: it runs once per example and its own distances are reported, measured in its
+    own norm (``attack.spec().norm``); there is no bisection (``lo``, ``tol``, ``rtol``,
+    ``method`` and ``active_set`` do not apply, and distances above ``hi`` count as
+    unbroken).
+
+    Which to use when: a minimal-norm attack is the default choice for a distortion metric:
+    one run instead of about ``log2((hi - lo) / tol)`` attack runs, and it finds smaller
+    distances than a bisection over a fixed-schedule attack. The bisection over a fixed-eps
+    attack is the paper's own procedure (I-FGSM with T steps of eps / T) and the way to
+    report a distortion for a threat model that has no minimal-norm attack, or to check
+    that a minimal-norm attack did not miss closer adversarial examples.
+
+    Clean inputs the model
+    misclassifies are excluded (distance ``nan``), as in the training-data study.
 
     Args:
         model: the attacked classifier (the attack is re-bound to it if built for another).
@@ -372,15 +408,22 @@ def robustness_score(
     progress: bool = False,
     generator: torch.Generator | None = None,
 ) -> RobustnessScoreResult:
-    r"""Paper 000 eq. (4): mean minimal distortion over the commonly-correct set.
+    r"""Eq. (4) of the training-data study: mean minimal distortion over the common set.
 
     $$\mathrm{Robustness}(M_i) = \frac{1}{|X|} \sum_{x \in X} \|x - x'\|_p$$
 
-    X holds the examples that *every* model classifies correctly; ``x'`` is the attack's
-    minimal adversarial example (I-FGSM/BIM bisection for Linf, CW-L2 for L2; see
+    ("How training data affect the accuracy and robustness of neural networks for image
+    classification", ICLR 2019 submission, sec. 4.1.) X holds the examples that *every* model
+    classifies correctly; ``x'`` is the attack's minimal adversarial example (a minimal-norm
+    attack, or a bisection over a fixed-eps attack such as the paper's I-FGSM; see
     :func:`minimal_distortion`). The attack is applied to each model with
-    ``attack.with_model``. Eq. (4) assumes the attack reaches 100% success; examples of X a
-    model's attack never broke are counted in ``num_unbroken`` and left out of its mean.
+    ``attack.with_model``.
+
+    Unbroken examples: eq. (4) assumes the attack reaches 100% success. An example of X that
+    some model's attack never broke is left out of *every* model's mean, so all models are
+    still averaged over the same examples (``num_used`` of them); ``num_unbroken`` counts
+    the misses per model. The rule lives in :func:`common_set_score`, which the study calls
+    too.
 
     Args:
         models: a sequence (named ``model_0``, ``model_1``, ...) or a mapping of models.
@@ -407,7 +450,7 @@ def robustness_score(
         settings.resolve(first, b.x)
         common = torch.ones(b.x.shape[0], dtype=torch.bool, device=b.x.device)
         for name, m in named.items():
-            common &= predict_labels(m, b.x, f"models[{name!r}]") == b.y
+            common &= predict_checked(m, b, f"models[{name!r}]").argmax(1) == b.y
         out: dict[str, Tensor] = {"common": common}
         for name, m in named.items():
             part = settings.search(m, attacks[name], b, generator=generator, consider=common)
@@ -424,4 +467,4 @@ def robustness_score(
         bounds=first.bounds,
     )
     results = {name: settings.result(out, attacks[name], f"{name}\0") for name in named}
-    return RobustnessScoreResult(tuple(named), out["common"], results)
+    return RobustnessScoreResult(tuple(named), out["common"], results, first.spec())

@@ -5,14 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._validate import check_bounds
+from .._validate import check_bounds, describe
 from ._loop import (
     Batch,
+    as_run,
     bind_attack,
     check_eps_arg,
     check_model,
     evaluate,
-    predict_labels,
+    predict_checked,
     run_attack,
 )
 from ._results import LabelLeakResult
@@ -56,11 +57,17 @@ def label_leak_count(
         :class:`LabelLeakResult` with ``count`` and the per-example ``mask``.
 
     Raises:
+        TypeError: ``attack_true`` or ``attack_pred`` not an attack (nor None).
         ValueError: ``eps`` missing with a default attack, bad data.
     """
-    from ..attacks import FGSM
+    from ..attacks import FGSM, Attack
 
     model = check_model(model)
+    for arg, value in (("attack_true", attack_true), ("attack_pred", attack_pred)):
+        if value is not None and not isinstance(value, Attack):
+            raise TypeError(
+                f"{arg} must be an advrobust.attacks.Attack or None, got {describe(value)}"
+            )
     eps = check_eps_arg(eps)
     if (attack_true is None or attack_pred is None) and eps is None:
         raise ValueError(
@@ -70,9 +77,10 @@ def label_leak_count(
     default = FGSM(model, bounds=bounds)
     atk_true = bind_attack(default if attack_true is None else attack_true, model, "attack_true")
     atk_pred = bind_attack(atk_true if attack_pred is None else attack_pred, model, "attack_pred")
+    atk_true, atk_pred = as_run(atk_true, eps), as_run(atk_pred, eps)
 
     def fn(b: Batch) -> dict[str, Tensor]:
-        clean = predict_labels(model, b.x) == b.y
+        clean = predict_checked(model, b).argmax(1) == b.y
         adv_true = run_attack(atk_true, b, b.y, eps, generator)
         adv_pred = run_attack(atk_pred, b, None, eps, generator)
         correct_true = adv_true.adv_pred == b.y
@@ -93,4 +101,11 @@ def label_leak_count(
         bounds=atk_true.bounds,
         eps=eps,
     )
-    return LabelLeakResult(out["mask"], out["correct_true"], out["correct_pred"], out["clean"])
+    return LabelLeakResult(
+        out["mask"],
+        out["correct_true"],
+        out["correct_pred"],
+        out["clean"],
+        atk_true.spec(),
+        atk_pred.spec(),
+    )

@@ -9,6 +9,7 @@ in the loop itself and no Python loop over examples.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,18 +25,21 @@ from .._validate import (
     describe,
     model_state_guard,
 )
-from ..attacks import CWL2, Attack, AttackResult
+from ..attacks import Attack, AttackResult
 
 __all__ = [
     "Batch",
     "DataLike",
     "EpsLike",
     "batch_eps",
+    "check_batch_labels",
     "check_eps_arg",
     "evaluate",
     "iterate_batches",
+    "progress_enabled",
     "predict",
     "predict_eval",
+    "predict_checked",
     "predict_labels",
 ]
 
@@ -51,6 +55,10 @@ class Batch:
     y: Tensor
     start: int
     index: int
+    name: str = "data"
+    all_y: Tensor | None = None
+    """Every label of ``data`` when it is a pair of tensors (on the first batch only)."""
+    pair: bool = False
 
     @property
     def stop(self) -> int:
@@ -111,7 +119,15 @@ def iterate_batches(
         if n == 0:
             raise ValueError(f"{name} is empty: got x of shape {tuple(x.shape)}")
         for i, start in enumerate(range(0, n, batch_size)):
-            yield Batch(x[start : start + batch_size], y[start : start + batch_size], start, i)
+            yield Batch(
+                x[start : start + batch_size],
+                y[start : start + batch_size],
+                start,
+                i,
+                name,
+                y if i == 0 else None,
+                True,
+            )
         return
     if isinstance(data, Tensor):
         raise TypeError(
@@ -131,11 +147,27 @@ def iterate_batches(
         check_labels(y, int(x.shape[0]), f"{name} batch {index} y")
         if int(x.shape[0]) == 0:
             continue
-        yield Batch(x, y.to(x.device), start, index)
+        yield Batch(x, y.to(x.device), start, index, name)
         start += int(x.shape[0])
         index += 1
     if start == 0:
         raise ValueError(f"{name} is empty: the iterable yielded no example")
+
+
+def progress_enabled(progress: object) -> bool:
+    """Whether to draw a progress bar: asked for, and stderr is a terminal.
+
+    A bar written into a redirected stderr (a log file, a pipe) fills it with hundreds of
+    kilobytes of carriage returns, so it is off there, as tqdm users expect.
+    """
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {describe(progress)}")
+    if not progress:
+        return False
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stderr
+        return False
 
 
 def evaluate(
@@ -154,8 +186,13 @@ def evaluate(
     ``fn`` returns a mapping of tensors whose first dimension is the batch size. Outputs stay on
     their device until the single concatenation at the end. A per-example ``eps`` (sliced by
     ``fn`` through :func:`batch_eps`) must have exactly one value per example of ``data``.
+
+    ``fn`` checks the labels' range with :func:`check_batch_labels` (or gets its clean
+    logits from :func:`predict_checked`) before anything indexes with them.
     """
     from tqdm.auto import tqdm
+
+    show = progress_enabled(progress)
 
     total: int | None = None
     if _is_tensor_pair(data):
@@ -168,7 +205,7 @@ def evaluate(
             total = None
     parts: dict[str, list[Tensor]] = {}
     n = 0
-    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=total, desc=desc, disable=not show, leave=False)
     try:
         for batch in iterate_batches(data, batch_size=batch_size, bounds=bounds, name=name):
             out = fn(batch)
@@ -199,6 +236,28 @@ def predict_eval(model: nn.Module, x: Tensor, name: str = "model") -> Tensor:
     """Logits of ``model`` on ``x`` in eval mode (every flag, ``.grad`` restored afterwards)."""
     with model_state_guard(model):
         return predict(model, x, name)
+
+
+def check_batch_labels(b: Batch, num_classes: int) -> None:
+    """Refuse labels outside ``[0, num_classes)``, naming the data argument.
+
+    Tensors are checked once in full (on the first batch); the batches of an iterable one by
+    one (one host sync per batch, before anything indexes with the labels).
+    """
+    if b.pair:
+        if b.all_y is not None:
+            check_labels(
+                b.all_y, int(b.all_y.shape[0]), f"{b.name}[1] (y)", num_classes=num_classes
+            )
+        return
+    check_labels(b.y, int(b.y.shape[0]), f"{b.name} batch {b.index} y", num_classes=num_classes)
+
+
+def predict_checked(model: nn.Module, b: Batch, name: str = "model") -> Tensor:
+    """Eval-mode logits of ``model`` on the batch, after checking its labels against them."""
+    logits = predict_eval(model, b.x, name)
+    check_batch_labels(b, int(logits.shape[1]))
+    return logits
 
 
 def predict_labels(model: nn.Module, x: Tensor, name: str = "model") -> Tensor:
@@ -262,8 +321,11 @@ def check_model(model: object, name: str = "model") -> nn.Module:
 
 
 def perturbation_norm(delta: Tensor, norm: str) -> Tensor:
-    """Per-example ``"linf"``, ``"l2"`` or ``"l0"`` norm of a batch of perturbations."""
+    """Per-example ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"`` norm of a batch of perturbations."""
     flat = delta.flatten(1)
+    if norm == "l1":
+        l1: Tensor = flat.abs().sum(1)
+        return l1
     if norm == "linf":
         out: Tensor = flat.abs().amax(1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
         return out
@@ -272,7 +334,7 @@ def perturbation_norm(delta: Tensor, norm: str) -> Tensor:
         return l2
     if norm == "l0":
         return (flat != 0).sum(1).to(delta.dtype)
-    raise ValueError(f"norm must be 'linf', 'l2' or 'l0', got {norm!r}")
+    raise ValueError(f"norm must be 'linf', 'l2', 'l1' or 'l0', got {norm!r}")
 
 
 def check_norm(norm: object, name: str = "norm") -> str:
@@ -282,9 +344,24 @@ def check_norm(norm: object, name: str = "norm") -> str:
     return str(norm)
 
 
-def is_unbounded(attack: object) -> bool:
-    """True for attacks without an eps budget (CW-L2)."""
-    return isinstance(attack, CWL2)
+def is_minimal(attack: Attack) -> bool:
+    """True for minimal-norm (unbounded) attacks: ``attack.spec().kind == "minimal"``."""
+    return not attack.spec().bounded
+
+
+def as_run(attack: Attack, eps: EpsLike) -> Attack:
+    """The attack as it runs under a metric-level ``eps``: the spec a result records.
+
+    A bounded attack given one float eps is rebuilt with it (``attack.replace(eps=...)``), so
+    its spec says the eps that ran; per-example eps (a tensor) and minimal-norm attacks leave
+    the attack as it is (the per-example eps is passed at call time).
+    """
+    spec = attack.spec()
+    if isinstance(eps, float) and spec.bounded and "eps" in spec.config:
+        current = spec.config.get("eps")
+        if current is None or float(current) != eps:
+            return attack.replace(eps=eps)
+    return attack
 
 
 def run_attack(
@@ -300,7 +377,7 @@ def run_attack(
     its slice for this batch is passed only when given and meaningful for the attack.
     """
     e = batch_eps(eps, batch)
-    if e is None or is_unbounded(attack):
+    if e is None or is_minimal(attack):
         return attack.run(batch.x, labels, generator=generator)
     return attack.run(batch.x, labels, eps=e, generator=generator)
 

@@ -23,17 +23,19 @@ from .._validate import (
     check_model_device,
     check_nonnegative,
     check_positive,
+    describe,
     model_state_guard,
 )
-from ..attacks import logit_margin
+from ..attacks import Attack, create_attack, list_attacks, logit_margin
 from ._loop import (
     bind_attack,
     check_model,
     check_norm,
+    perturbation_norm,
     predict_eval,
     predict_labels,
 )
-from ._results import Finding, SanityReport, _frac
+from ._results import Finding, RobustAccuracyResult, SanityReport, _frac
 
 __all__ = ["SANITY_CHECKS", "sanity_check"]
 
@@ -49,6 +51,7 @@ SANITY_CHECKS: tuple[str, ...] = (
     "unbounded-attack-below-100",
     "noise-beats-attack",
     "adversarial-accuracy-above-clean",
+    "gradient-free-gap",
 )
 
 _TITLES = {
@@ -61,6 +64,8 @@ _TITLES = {
     "unbounded-attack-below-100": "an attack with unbounded eps does not reach 100% success",
     "noise-beats-attack": "random noise breaks examples the gradient attack does not",
     "adversarial-accuracy-above-clean": "accuracy on adversarial examples is above clean accuracy",
+    "gradient-free-gap": "a gradient-free attack or the ensemble breaks what the gradient attack "
+    "reports robust",
 }
 
 
@@ -141,6 +146,8 @@ def sanity_check(
     bounds: tuple[float, float] = (0.0, 1.0),
     attack: object = None,
     single_step: object = None,
+    gradient_free: object = None,
+    ensemble: object = None,
     eps_grid: Iterable[float] | None = None,
     noise_samples: int = 8,
     tolerance: float = 0.02,
@@ -171,6 +178,13 @@ def sanity_check(
       examples that ``attack`` does not.
     - ``adversarial-accuracy-above-clean``: accuracy under attack (built with the true labels)
       above clean accuracy: the label-leaking signature.
+    - ``gradient-free-gap``: a gradient-free attack (``gradient_free``, by default Square
+      with 1,000 queries when it is registered) or the attacks of an ensemble evaluation
+      (``ensemble``, a :func:`~advrobust.metrics.robust_accuracy` result on this batch) break
+      examples that the gradient attack ``attack`` reports robust at ``eps``. A gradient
+      attack beaten by random search is misled by its gradients: the sign of gradient
+      masking. The check is skipped (and left out of ``checks``) when there is neither a
+      gradient-free attack nor an ensemble.
 
     Differences count as findings when they exceed ``tolerance`` (a fraction of the batch).
 
@@ -184,6 +198,11 @@ def sanity_check(
         attack: the iterative attack (default ``BIM(model, eps, steps=20, rel_alpha=0.1)``
             in ``norm``); it should scale its step with eps (``rel_alpha``).
         single_step: the single-step attack (default ``FGSM(model, eps, norm=norm)``).
+        gradient_free: the gradient-free attack of ``gradient-free-gap``; None uses
+            ``create_attack("Square", model, eps=eps, norm=norm, queries=1000)`` when Square
+            is registered, False skips it.
+        ensemble: a :class:`~advrobust.metrics.RobustAccuracyResult` computed on this very
+            batch ``(x, y)`` at ``eps`` in ``norm``, compared with the gradient attack.
         eps_grid: eps values of the monotonicity check (default ``eps`` times 1/4, 1/2, 1, 2).
         noise_samples: random perturbations per example.
         tolerance: fraction of the batch a comparison may be off before it is reported.
@@ -228,6 +247,22 @@ def sanity_check(
         model,
         "single_step",
     )
+    wants_gap = "gradient-free-gap" in selected
+    # arguments are checked even when the check is not selected; Square is built only for it
+    gf, ens = _gap_inputs(
+        model,
+        x,
+        eps,
+        norm,
+        bounds,
+        gradient_free if wants_gap else gradient_free or False,
+        ensemble,
+    )
+    if not wants_gap:
+        gf, ens = None, None
+    elif gf is None and ens is None:
+        selected = tuple(c for c in selected if c != "gradient-free-gap")
+    specs = (iterative.spec(), single.spec(), *(() if gf is None else (gf.spec(),)))
     findings: list[Finding] = []
     run = set(selected)
 
@@ -338,9 +373,10 @@ def sanity_check(
         "unbounded-attack-below-100",
         "noise-beats-attack",
         "adversarial-accuracy-above-clean",
+        "gradient-free-gap",
     }
     if not need_attacks:
-        return SanityReport(tuple(findings), selected)
+        return SanityReport(tuple(findings), selected, specs)
 
     # One batched call of the iterative attack: the eps grid, eps itself and the whole box.
     b = int(x.shape[0])
@@ -454,4 +490,123 @@ def sanity_check(
                 )
             )
 
-    return SanityReport(tuple(findings), selected)
+    if "gradient-free-gap" in run and n_correct:
+        finding = _gap_finding(
+            model, x, y, eps, norm, correct, iter_success_at_eps, gf, ens, tolerance, generator
+        )
+        if finding is not None:
+            findings.append(finding)
+
+    return SanityReport(tuple(findings), selected, specs)
+
+
+def _gap_inputs(
+    model: nn.Module,
+    x: Tensor,
+    eps: float,
+    norm: str,
+    bounds: tuple[float, float],
+    gradient_free: object,
+    ensemble: object,
+) -> tuple[Attack | None, RobustAccuracyResult | None]:
+    """The gradient-free attack and the ensemble result of ``gradient-free-gap``, checked."""
+    gf: Attack | None = None
+    if gradient_free is None:
+        if "Square" in list_attacks():
+            gf = create_attack("Square", model, eps=eps, norm=norm, queries=1000, bounds=bounds)
+    elif gradient_free is not False:
+        gf = bind_attack(gradient_free, model, "gradient_free")
+    if ensemble is None:
+        return gf, None
+    if not isinstance(ensemble, RobustAccuracyResult):
+        raise TypeError(
+            f"ensemble must be a RobustAccuracyResult from robust_accuracy, got "
+            f"{describe(ensemble)}"
+        )
+    b = int(x.shape[0])
+    if tuple(ensemble.robust.shape) != (b,):
+        raise ValueError(
+            f"ensemble must be computed on this batch: it has {ensemble.robust.numel()} "
+            f"examples, x has {b}"
+        )
+    if ensemble.norm != norm or not math.isclose(ensemble.eps, eps, rel_tol=1e-6):
+        raise ValueError(
+            f"ensemble was computed at eps={ensemble.eps:.6g} in {ensemble.norm!r}, but the "
+            f"checks run at eps={eps:.6g} in {norm!r}; pass the same eps and norm"
+        )
+    return gf, ensemble
+
+
+def _gap_finding(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    norm: str,
+    correct: Tensor,
+    gradient_broken: Tensor,
+    gf: Attack | None,
+    ens: RobustAccuracyResult | None,
+    tolerance: float,
+    generator: torch.Generator | None,
+) -> Finding | None:
+    """The ``gradient-free-gap`` finding, or None when no source beats the gradient attack."""
+    b = int(x.shape[0])
+    limit = eps * (1 + 1e-5) + 1e-6
+    details: dict[str, Any] = {"gradient_attack_robust_accuracy": _frac(correct & ~gradient_broken)}
+    parts: list[str] = []
+    worst = 0.0
+    if gf is not None:
+        spec = gf.spec()
+        res = (
+            gf.run(x, y, eps=eps, generator=generator)
+            if spec.bounded
+            else gf.run(x, y, generator=generator)
+        )
+        dist = perturbation_norm((res.x_adv - x).double(), norm)
+        broken = (res.adv_pred != y) & correct & (dist <= limit)
+        gap = broken & ~gradient_broken
+        details[f"{spec.name}_robust_accuracy"] = _frac(correct & ~broken)
+        details[f"{spec.name}_only"] = int(gap.sum())
+        worst = max(worst, _frac(gap))
+        if _frac(gap) > tolerance:
+            parts.append(
+                f"the gradient-free {spec.name} attack breaks {int(gap.sum())} of {b} examples "
+                f"the gradient attack reports robust (robust accuracy "
+                f"{_frac(correct & ~gradient_broken):.3f} under the gradient attack, "
+                f"{_frac(correct & ~broken):.3f} under {spec.name})"
+            )
+    if ens is not None:
+        robust = ens.robust.to(x.device)
+        broken = ~robust & correct
+        gap = broken & ~gradient_broken
+        by = ens.broken_by.to(x.device)[gap]
+        names = [a.spec.name for a in ens.attacks]
+        counts = {names[i]: int((by == i).sum()) for i in range(len(names))}
+        details["ensemble_robust_accuracy"] = ens.value
+        details["ensemble_only"] = int(gap.sum())
+        for name, c in counts.items():
+            details[f"ensemble_only[{name}]"] = c
+        worst = max(worst, _frac(gap))
+        if _frac(gap) > tolerance:
+            who = ", ".join(f"{c} by {n}" for n, c in counts.items() if c)
+            parts.append(
+                f"the ensemble ({', '.join(names)}) breaks {int(gap.sum())} of {b} examples the "
+                f"gradient attack reports robust ({who}; robust accuracy "
+                f"{_frac(correct & ~gradient_broken):.3f} under the gradient attack, "
+                f"{ens.value:.3f} under the ensemble)"
+            )
+    if not parts:
+        return None
+    details["gap"] = worst
+    return _finding(
+        "gradient-free-gap",
+        "At eps={:.4g}, {}. A gradient attack should do at least as well as random search; "
+        "when it does not, its gradients mislead it: gradient masking (a quantising or "
+        "non-differentiable layer, a saturated softmax, randomness). Report the ensemble's "
+        "number (robust_accuracy with the standard suite), and attack through a "
+        "differentiable approximation (BPDA) before trusting the gradient attack.".format(
+            eps, "; ".join(parts)
+        ),
+        **details,
+    )

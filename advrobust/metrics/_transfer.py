@@ -10,12 +10,13 @@ from torch import Tensor, nn
 from ..attacks import Attack
 from ._loop import (
     Batch,
+    as_run,
     bind_attack,
     check_eps_arg,
     check_model,
     evaluate,
     named_models,
-    predict_eval,
+    predict_checked,
     predict_labels,
     run_attack,
 )
@@ -121,16 +122,16 @@ def transfer_matrix(
         if unknown:
             raise ValueError(f"sources {unknown} are not among the models {list(names)}")
         src = tuple(sources)
-    attacks = {s: bind_attack(attack, named[s]) for s in src}
-    bounds = attacks[src[0]].bounds
     eps = check_eps_arg(eps)
+    attacks = {s: as_run(bind_attack(attack, named[s]), eps) for s in src}
+    bounds = attacks[src[0]].bounds
 
     def fn(b: Batch) -> dict[str, Tensor]:
         n = b.x.shape[0]
         classes: dict[str, int] = {}
         clean_pred: dict[str, Tensor] = {}
         for name, m in named.items():
-            logits = predict_eval(m, b.x, f"models[{name!r}]")
+            logits = predict_checked(m, b, f"models[{name!r}]")
             classes[name] = int(logits.shape[1])
             clean_pred[name] = logits.argmax(1)
         if len(set(classes.values())) > 1:
@@ -157,7 +158,13 @@ def transfer_matrix(
         }
 
     out = evaluate(
-        data, fn, batch_size=batch_size, progress=progress, desc="transfer", bounds=bounds, eps=eps
+        data,
+        fn,
+        batch_size=batch_size,
+        progress=progress,
+        desc="transfer",
+        bounds=bounds,
+        eps=eps,
     )
     return TransferMatrixResult(
         names,
@@ -165,4 +172,5 @@ def transfer_matrix(
         out["s_fooled"].T.contiguous(),
         out["t_wrong"].permute(1, 2, 0).contiguous(),
         sources=src,
+        attack=attacks[src[0]].spec(),
     )

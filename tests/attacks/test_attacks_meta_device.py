@@ -3,7 +3,10 @@
 A tensor created on a hard-coded device (a stray CPU constant, a CPU random draw combined with
 the batch) fails here as it would on a GPU. Early stopping, restarts and CWL2's abort-early
 decide on data (an ``.item()`` or a data-dependent index), which meta tensors cannot answer, so
-those configurations are left out.
+those configurations are left out. FAB and Square shrink their batch to the examples not
+yet broken between runs or queries; on the meta device (no data) they keep every example.
+The minimal-norm attacks FMN, DDN and ALMA and their boundary refinement never sync, so they
+run here (CWL2's abort-early does).
 """
 
 from __future__ import annotations
@@ -12,7 +15,20 @@ import pytest
 import torch
 from torch import nn
 
-from advrobust.attacks import BIM, FGSM, PGD, Attack, IterLL, StepLL, StepRnd
+from advrobust.attacks import (
+    ALMA,
+    BIM,
+    DDN,
+    FAB,
+    FGSM,
+    FMN,
+    PGD,
+    Attack,
+    IterLL,
+    Square,
+    StepLL,
+    StepRnd,
+)
 
 CONFIGS = {
     "FGSM": lambda m: FGSM(m, 0.1),
@@ -24,6 +40,18 @@ CONFIGS = {
     "PGD": lambda m: PGD(m, 0.1, steps=3),
     "PGD-l2": lambda m: PGD(m, 0.5, norm="l2", steps=3),
     "PGD-margin": lambda m: PGD(m, 0.1, steps=3, loss="margin"),
+    "FAB": lambda m: FAB(m, 0.1, steps=2),
+    "FAB-T-l1": lambda m: FAB(m, 1.0, norm="l1", steps=2, targeted=True, n_target_classes=2),
+    "FAB-l2": lambda m: FAB(m, 0.5, norm="l2", steps=2),
+    "Square": lambda m: Square(m, 0.1, queries=4),
+    "Square-l2": lambda m: Square(m, 0.5, norm="l2", queries=4),
+    "FMN": lambda m: FMN(m, steps=3),
+    "FMN-linf": lambda m: FMN(m, "linf", steps=3),
+    "FMN-l1": lambda m: FMN(m, "l1", steps=3),
+    "FMN-l0": lambda m: FMN(m, "l0", steps=3),
+    "DDN": lambda m: DDN(m, steps=3),
+    "ALMA": lambda m: ALMA(m, steps=3),
+    "ALMA-l1": lambda m: ALMA(m, "l1", steps=3),
 }
 
 

@@ -10,9 +10,13 @@ import torch
 from torch import Tensor, nn
 
 from advrobust.attacks import (
+    ALMA,
     BIM,
     CWL2,
+    DDN,
+    FAB,
     FGSM,
+    FMN,
     PGD,
     Attack,
     AttackResult,
@@ -20,6 +24,7 @@ from advrobust.attacks import (
     IterLL,
     L2Ball,
     LinfBall,
+    Square,
     StepLL,
     StepRnd,
     logit_margin,
@@ -33,8 +38,30 @@ ALL = [
     lambda m: IterLL(m, steps=2),
     lambda m: PGD(m, steps=2),
     lambda m: CWL2(m, steps=2, binary_search_steps=1),
+    lambda m: FAB(m, steps=2),
+    lambda m: FAB(m, norm="l1", steps=2, targeted=True),
+    lambda m: Square(m, queries=4),
+    lambda m: Square(m, norm="l2", queries=4),
+    lambda m: FMN(m, steps=2),
+    lambda m: DDN(m, steps=2),
+    lambda m: ALMA(m, steps=2),
 ]
-IDS = ["FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2"]
+IDS = [
+    "FGSM",
+    "StepLL",
+    "StepRnd",
+    "BIM",
+    "IterLL",
+    "PGD",
+    "CWL2",
+    "FAB",
+    "FAB-T-l1",
+    "Square",
+    "Square-l2",
+    "FMN",
+    "DDN",
+    "ALMA",
+]
 
 
 def model() -> nn.Module:
@@ -193,6 +220,64 @@ def test_attacks_model_and_input_on_different_devices(make: object) -> None:
         (lambda m: CWL2(m, initial_const=-1.0), ValueError, r"initial_const must be > 0, got -1.0"),
         (lambda m: CWL2(m, abort_early="no"), TypeError, r"abort_early must be a bool, got str"),
         (lambda m: CWL2(m, eps=0.1), TypeError, r"unexpected keyword argument 'eps'"),
+        (lambda m: FAB(m, norm="l0"), ValueError, r"norm must be 'linf', 'l2' or 'l1', got 'l0'"),
+        (lambda m: FAB(m, steps=0), ValueError, r"steps must be >= 1, got 0"),
+        (lambda m: FAB(m, restarts=0), ValueError, r"restarts must be >= 1, got 0"),
+        (lambda m: FAB(m, targeted=1), TypeError, r"targeted must be a bool, got int"),
+        (
+            lambda m: FAB(m, n_target_classes=0),
+            ValueError,
+            r"n_target_classes must be >= 1, got 0",
+        ),
+        (lambda m: FAB(m, alpha_max=1.5), ValueError, r"alpha_max must be in \[0, 1\], got 1.5"),
+        (lambda m: FAB(m, eta=0.5), ValueError, r"eta must be >= 1, got 0.5"),
+        (lambda m: FAB(m, beta=0.0), ValueError, r"beta must be in \(0, 1\], got 0.0"),
+        (lambda m: FAB(m, eps=-0.1), ValueError, r"eps must be >= 0, got -0.1"),
+        (lambda m: Square(m, queries=1), ValueError, r"queries must be >= 2, got 1"),
+        (lambda m: Square(m, queries=2.0), TypeError, r"queries must be an int, got float"),
+        (lambda m: Square(m, p_init=0.0), ValueError, r"p_init must be > 0, got 0.0"),
+        (lambda m: Square(m, p_init=1.5), ValueError, r"p_init must be in \(0, 1\], got 1.5"),
+        (lambda m: Square(m, loss="dlr"), ValueError, r"loss must be one of .*got 'dlr'"),
+        (lambda m: Square(m, norm="l1"), ValueError, r"norm must be 'linf' or 'l2', got 'l1'"),
+        (lambda m: Square(m, restarts=0), ValueError, r"restarts must be >= 1, got 0"),
+        (lambda m: FMN(m, norm="l3"), ValueError, r"norm must be one of 'l2', 'linf', 'l1', 'l0'"),
+        (lambda m: FMN(m, steps=0), ValueError, r"steps must be >= 1, got 0"),
+        (lambda m: FMN(m, alpha_init=0.0), ValueError, r"alpha_init must be > 0, got 0.0"),
+        (lambda m: FMN(m, alpha_final=-1.0), ValueError, r"alpha_final must be > 0, got -1.0"),
+        (lambda m: FMN(m, gamma_init=1.0), ValueError, r"gamma_init must be < 1, got 1.0"),
+        (lambda m: FMN(m, gamma_final="x"), TypeError, r"gamma_final must be a real number"),
+        (
+            lambda m: FMN(m, gamma_init=0.01, gamma_final=0.1),
+            ValueError,
+            r"gamma_final must be <= gamma_init",
+        ),
+        (lambda m: FMN(m, eps=0.1), TypeError, r"unexpected keyword argument 'eps'"),
+        (lambda m: DDN(m, init_norm=0.0), ValueError, r"init_norm must be > 0, got 0.0"),
+        (lambda m: DDN(m, gamma=1.5), ValueError, r"gamma must be < 1, got 1.5"),
+        (lambda m: DDN(m, alpha_init=0.1, alpha_final=1.0), ValueError, r"alpha_final must be <="),
+        (lambda m: DDN(m, levels=1), ValueError, r"levels must be >= 2, got 1"),
+        (lambda m: DDN(m, levels=2.0), TypeError, r"levels must be an int or None, got float"),
+        (lambda m: DDN(m, loss="hinge"), ValueError, r"loss must be one of .*got 'hinge'"),
+        (lambda m: DDN(m, norm="linf"), TypeError, r"unexpected keyword argument 'norm'"),
+        (lambda m: ALMA(m, norm="linf"), ValueError, r"norm must be one of 'l2', 'l1', got 'linf'"),
+        (lambda m: ALMA(m, steps=1.5), TypeError, r"steps must be an int, got float"),
+        (
+            lambda m: ALMA(m, init_lr_distance=0.0),
+            ValueError,
+            r"init_lr_distance must be > 0, got 0.0",
+        ),
+        (lambda m: ALMA(m, lr_reduction=2.0), ValueError, r"lr_reduction must be < 1, got 2.0"),
+        (lambda m: ALMA(m, mu_init=0.0), ValueError, r"mu_init must be > 0, got 0.0"),
+        (lambda m: ALMA(m, rho_init=-1.0), ValueError, r"rho_init must be > 0, got -1.0"),
+        (lambda m: ALMA(m, check_steps=0), ValueError, r"check_steps must be >= 1, got 0"),
+        (lambda m: ALMA(m, tau=1.0), ValueError, r"tau must be < 1, got 1.0"),
+        (lambda m: ALMA(m, gamma=1.0), ValueError, r"gamma must be > 1, got 1.0"),
+        (lambda m: ALMA(m, alpha=0.0), ValueError, r"alpha must be > 0, got 0.0"),
+        (
+            lambda m: ALMA(m, logit_tolerance=-1.0),
+            ValueError,
+            r"logit_tolerance must be >= 0, got -1.0",
+        ),
     ],
 )
 def test_attacks_bad_constructor_arguments(build: object, exc: type, pattern: str) -> None:
@@ -228,7 +313,7 @@ def test_attacks_config_repr_replace_with_model(make: object) -> None:
         TypeError, match=r"replace got unexpected keyword argument\(s\): nope; expected"
     ):
         atk.replace(nope=1)
-    assert atk.norm in ("linf", "l2")
+    assert atk.norm in ("linf", "l2", "l1")
 
 
 def test_attacks_specific_configs() -> None:
