@@ -1,4 +1,5 @@
 """Adversarial attacks: one gradient engine with six presets, Carlini-Wagner L2, FAB and Square.
+"""Adversarial attacks: one gradient engine with six presets, Carlini-Wagner L2, and APGD.
 
 Every attack is bound to a model at construction and called on a batch:
 
@@ -10,6 +11,9 @@ res = atk.run(x, y)        # AttackResult: x_adv, success, adv_pred, l2, linf, y
 """
 
 from ._alma import ALMA as ALMA
+from ._apgd import APGD as APGD
+from ._apgd import APGDT as APGDT
+from ._apgd import dlr_loss as dlr_loss
 from ._base import Attack as Attack
 from ._base import AttackResult as AttackResult
 from ._base import logit_margin as logit_margin
@@ -38,6 +42,8 @@ from ._threat import ThreatModel as ThreatModel
 
 __all__ = [
     "ALMA",
+    "APGD",
+    "APGDT",
     "BIM",
     "CWL2",
     "FAB",
@@ -59,6 +65,7 @@ __all__ = [
     "ThreatModel",
     "attack_info",
     "create_attack",
+    "dlr_loss",
     "list_attacks",
     "logit_margin",
     "project_hyperplane_box",

@@ -25,6 +25,7 @@ __all__ = ["BIM", "FGSM", "PGD", "IterLL", "IterativeGradientAttack", "StepLL", 
 _TARGET_RULES: Final = ("none", "least_likely", "random")
 _LOSSES: Final = ("ce", "margin")
 _KURAKIN_ALPHA: Final = 1.0 / 255.0
+_MADRY_ALPHA: Final = 2.0 / 255.0
 
 
 def _objective(logits: Tensor, label: Tensor, loss: str) -> Tensor:
@@ -72,6 +73,13 @@ class IterativeGradientAttack(Attack):
     ``target=`` or, for the least-likely and random presets, a class fixed from the clean input.
     With ``loss="margin"``, ``J(x, l)`` is the logit margin ``max_{j != l} z_j - z_l``
     instead of the cross-entropy (see [`logit_margin`][advrobust.attacks.logit_margin]).
+
+    Multi-step runs return, per example, the best iterate among ``X_0 .. X_T`` (AutoAttack's
+    bookkeeping, Croce & Hein, ICML 2020): a successful one whenever one was found (the
+    successful one with the highest objective; with ``early_stop``, the first, after which the
+    example stops), else the one with the highest objective (``J``, or ``-J(., t)`` towards a
+    class ``t``). Scoring ``X_T`` costs one extra forward pass (no backward); single-step
+    presets (FGSM, StepLL, StepRnd) return ``X_1`` as before.
 
     Args:
         model: Classifier returning logits ``(B, K)``.
@@ -225,13 +233,19 @@ class IterativeGradientAttack(Attack):
         descend = target is not None or guide is not None
         reuse = clean if clean is not None and clean.x.requires_grad else None
         lo, hi = self.bounds
+        # Best-iterate bookkeeping needs the loss of every iterate; a single step has one
+        # candidate only, so FGSM and the other one-step presets skip it (and its extra pass).
+        track = steps > 1 or self.restarts > 1
 
         if self.restarts == 1:
             start = x
             if self.random_start:
                 start = self._threat_model.random_start(x, eps, generator).clamp(lo, hi)
                 reuse = None
-            return self._iterate(x, start, label, goal, eps, alpha, steps, descend, targeted, reuse)
+            out, _, _ = self._iterate(
+                x, start, label, goal, eps, alpha, steps, descend, targeted, reuse, track
+            )
+            return out
 
         b = x.shape[0]
         best = x.clone()
@@ -241,13 +255,9 @@ class IterativeGradientAttack(Attack):
             xs, es, als = x[rem], eps[rem], alpha[rem]
             ls, gs = label[rem], goal[rem]
             start = self._threat_model.random_start(xs, es, generator).clamp(lo, hi)
-            out = self._iterate(xs, start, ls, gs, es, als, steps, descend, targeted, None)
-            with torch.no_grad():
-                logits = check_logits(self.model(out), out.shape[0])
-                pred = logits.argmax(dim=1)
-                succ = _succeeded(pred, gs, targeted)
-                obj = _objective(logits, ls, self.loss).float()
-                obj = -obj if descend else obj
+            out, obj, succ = self._iterate(
+                xs, start, ls, gs, es, als, steps, descend, targeted, None, True
+            )
             better = succ | (obj > best_obj[rem])
             upd = rem[better]
             best.index_copy_(0, upd, out[better])
@@ -270,53 +280,88 @@ class IterativeGradientAttack(Attack):
         descend: bool,
         targeted: bool,
         reuse: CleanForward | None,
-    ) -> Tensor:
-        """Run ``steps`` gradient steps from ``start``; returns the last iterate per example.
+        track: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Run ``steps`` gradient steps from ``start``; returns the best iterate per example.
+
+        With ``track``, every iterate ``X_0 .. X_steps`` is a candidate, ranked by success
+        first and objective second: each example gets its highest-objective successful
+        iterate, else its highest-objective one (AutoAttack's bookkeeping): the forward pass
+        of each step scores the point it is taken at, and one forward pass without backward
+        scores the last iterate. Masks and ``torch.where`` keep this free of host syncs.
+        Without ``track`` the last iterate is returned (one-step presets).
 
         With ``early_stop`` the batch shrinks to the examples not yet broken (index
-        subsetting), so forward and backward passes run on those only; finished examples keep
-        the iterate at which they first succeeded.
+        subsetting, one host sync per step), so forward and backward passes run on those
+        only; finished examples keep the iterate at which they first succeeded.
+
+        Returns:
+            ``(x_out, objective, success)``: the chosen point per example, its objective
+            (float32, the ascended one: negated when descending towards a class) and whether
+            it succeeded. Without ``track`` the last two are meaningless (-inf, False).
         """
         model, threat = self.model, self._threat_model
         lo, hi = self.bounds
+        n = x.shape[0]
         step = alpha if not descend else -alpha
         cur_x, cur_label, cur_goal, cur_eps, cur_step = x, label, goal, eps, step
         x_adv = start
-        full: Tensor | None = None  # all examples' iterates, once the active set shrank
+        best_x = start
+        best_obj = torch.full((n,), -math.inf, device=x.device, dtype=torch.float32)
+        best_succ = torch.zeros(n, dtype=torch.bool, device=x.device)
+        full: tuple[Tensor, Tensor, Tensor] | None = None  # all examples' outputs, once shrunk
         active: Tensor | None = None  # indices into full of the examples still updated
-        for t in range(steps):
+        for t in range(steps + 1 if track else steps):
+            last = t == steps  # only scores the final iterate
             if t == 0 and reuse is not None:
                 xi, logits = reuse.x, reuse.logits
             else:
-                xi = x_adv.detach().requires_grad_(True)
-                logits = check_logits(model(xi), xi.shape[0])
-            objective = _objective(logits, cur_label, self.loss).sum()
-            (g,) = torch.autograd.grad(objective, xi)
+                xi = x_adv.detach().requires_grad_(not last)
+                with torch.set_grad_enabled(not last):
+                    logits = check_logits(model(xi), xi.shape[0])
+            per_example = _objective(logits, cur_label, self.loss)
             cur = xi.detach()
+            succ = _succeeded(logits.detach().argmax(dim=1), cur_goal, targeted)
+            if track:
+                obj = per_example.detach().float()
+                obj = -obj if descend else obj
+                better = (succ & ~best_succ) | ((succ == best_succ) & (obj > best_obj))
+                best_x = torch.where(_per_example(better, cur), cur, best_x)
+                best_obj = torch.where(better, obj, best_obj)
+                best_succ = best_succ | succ
+            if last:
+                break
+            (g,) = torch.autograd.grad(per_example.sum(), xi)
             if self.early_stop:
-                pred = logits.detach().argmax(dim=1)
-                keep = ~_succeeded(pred, cur_goal, targeted)
+                keep = ~succ
                 n_keep = int(keep.sum())  # the one host sync per step that early stopping costs
-                if n_keep == 0:
-                    if full is None:
-                        full = cur
-                    break
                 if n_keep < keep.numel():
                     if full is None:
-                        full = cur.clone()
+                        full = (cur.clone(), best_obj.clone(), best_succ.clone())
                         active = torch.arange(cur.shape[0], device=cur.device)
                     if active is None:  # pragma: no cover - set together with full
                         raise RuntimeError("internal error: active set lost")
+                    gone = active[~keep]  # broken now: their output is this iterate
+                    full[0].index_copy_(0, gone, cur[~keep])
+                    full[1].index_fill_(0, gone, math.inf)
+                    full[2].index_fill_(0, gone, True)
                     active = active[keep]
+                    if n_keep == 0:
+                        break
                     cur, g = cur[keep], g[keep]
                     cur_x, cur_label, cur_goal = cur_x[keep], cur_label[keep], cur_goal[keep]
                     cur_eps, cur_step = cur_eps[keep], cur_step[keep]
+                    best_x, best_obj, best_succ = best_x[keep], best_obj[keep], best_succ[keep]
             new = cur + _per_example(cur_step, cur) * threat.ascent_direction(g)
-            new = threat.clip(new, cur_x, cur_eps).clamp(lo, hi)
-            if full is not None and active is not None:
-                full.index_copy_(0, active, new)
-            x_adv = new
-        return full if full is not None else x_adv
+            x_adv = threat.clip(new, cur_x, cur_eps).clamp(lo, hi)
+        out_x = best_x if track else x_adv
+        if full is None:
+            return out_x, best_obj, best_succ
+        if active is not None and active.numel() > 0:
+            full[0].index_copy_(0, active, out_x)
+            full[1].index_copy_(0, active, best_obj)
+            full[2].index_copy_(0, active, best_succ)
+        return full
 
 
 _BOUNDS_DEFAULT: Final = (0.0, 1.0)
@@ -662,10 +707,9 @@ class PGD(_Preset):
     Args:
         model: Classifier returning logits ``(B, K)``.
         eps: Radius in input units.
-        alpha: Step size in input units (ignored when ``rel_alpha`` is given).
+        alpha: Step size in input units; None (without ``rel_alpha``): Madry's 2/255.
         steps: Iterations per restart.
-        rel_alpha: Step size as a fraction of each example's eps; takes precedence over
-            ``alpha``.
+        rel_alpha: Step size as a fraction of each example's eps (exclusive with ``alpha``).
         norm: ``"linf"`` or ``"l2"``.
         random_start: Start from a uniform point of the ball (False gives BIM with projection).
         restarts: Number of random restarts (>= 1).
@@ -678,8 +722,8 @@ class PGD(_Preset):
 
     Raises:
         TypeError: For arguments of the wrong type.
-        ValueError: For negative eps, non-positive alpha, steps or restarts < 1, or
-            restarts > 1 without random start.
+        ValueError: For negative eps, non-positive alpha, steps or restarts < 1,
+            restarts > 1 without random start, or both ``alpha`` and ``rel_alpha``.
 
     Example:
         >>> import torch
@@ -702,7 +746,7 @@ class PGD(_Preset):
         model: nn.Module,
         eps: float = 8 / 255,
         *,
-        alpha: float | None = 2 / 255,
+        alpha: float | None = None,
         steps: int = 10,
         rel_alpha: float | None = None,
         norm: str = "linf",
@@ -712,10 +756,8 @@ class PGD(_Preset):
         loss: str = "ce",
         bounds: tuple[float, float] = _BOUNDS_DEFAULT,
     ) -> None:
-        if rel_alpha is not None:
-            alpha = None
-        elif alpha is None:
-            alpha = 2 / 255
+        if alpha is None and rel_alpha is None:
+            alpha = _MADRY_ALPHA  # the default; an explicit alpha with rel_alpha is an error
         super().__init__(
             model,
             eps,

@@ -135,7 +135,7 @@ def list_attacks(pattern: str | None = None) -> list[str]:
 
     Example:
         >>> list_attacks("*GD")
-        ['PGD']
+        ['APGD', 'PGD']
     """
     if pattern is not None and not isinstance(pattern, str):
         raise TypeError(f"pattern must be a str or None, got {describe(pattern)}")

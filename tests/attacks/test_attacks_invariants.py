@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from advrobust.attacks import (
     ALMA,
+    APGD,
+    APGDT,
     BIM,
     CWL2,
     DDN,
@@ -71,7 +73,14 @@ ATTACKS: dict[str, Factory] = {
     "DDN-levels-margin": lambda m, e, b: DDN(m, steps=6, levels=16, loss="margin", bounds=b),
     "ALMA": lambda m, e, b: ALMA(m, steps=6, bounds=b),
     "ALMA-l1": lambda m, e, b: ALMA(m, "l1", steps=6, bounds=b),
+    "APGD": lambda m, e, b: APGD(m, e, steps=4, bounds=b),
+    "APGD-l2-dlr": lambda m, e, b: APGD(m, e, norm="l2", loss="dlr", steps=4, bounds=b),
+    "APGD-l1-restarts": lambda m, e, b: APGD(m, e, norm="l1", steps=3, restarts=2, bounds=b),
+    "APGDT": lambda m, e, b: APGDT(m, e, steps=3, n_target_classes=2, bounds=b),
 }
+# Fewest classes an attack needs (untargeted call, targeted call): the DLR loss needs 3 (4 in
+# its targeted form); with fewer it must raise a ValueError that says so.
+NEEDS: dict[str, tuple[int, int]] = {"APGD-l2-dlr": (3, 4), "APGDT": (4, 4)}
 
 
 def random_model(kind: str, in_shape: tuple[int, ...], k: int, seed: int) -> nn.Module:
@@ -191,6 +200,13 @@ def test_attacks_invariants(name: str, case: dict[str, object]) -> None:
     bn.eval()
     give_grads(model)
     atk = ATTACKS[name](model, 0.1, (lo, hi))
+    k = case["k"]
+    assert isinstance(k, int)
+    need, need_targeted = NEEDS.get(name, (2, 2))
+    if k < need:
+        with pytest.raises(ValueError, match=rf"at least {need} classes"):
+            atk.run(x, y, eps=eps, generator=torch.Generator().manual_seed(1))
+        return
     x0, y0 = x.clone(), None if y is None else y.clone()
     eps0 = eps.clone() if isinstance(eps, Tensor) else eps
     cfg0, repr0 = atk.config(), repr(atk)
@@ -214,6 +230,9 @@ def test_attacks_invariants(name: str, case: dict[str, object]) -> None:
     tol = 1e-5 * (1 + e) if x.dtype == torch.float32 else 1e-10 * (1 + e)
     if atk.spec().bounded:  # minimal-norm attacks ignore eps
         dist = res.l2 if atk.norm == "l2" else res.linf
+    if name != "CWL2":
+        l1 = (xa - x).flatten(1).abs().sum(dim=1)
+        dist = {"l2": res.l2, "linf": res.linf, "l1": l1}[atk.norm]
         assert (dist <= e + tol).all(), (dist, e)
     d = (xa - x).flatten(1)
     torch.testing.assert_close(res.l2, d.norm(dim=1))
@@ -241,7 +260,7 @@ def test_attacks_invariants(name: str, case: dict[str, object]) -> None:
         yi = None if y is None else y.clone()
         ei = eps.clone() if isinstance(eps, torch.Tensor) else eps
         inf = atk(xi, yi, eps=ei, generator=torch.Generator().manual_seed(1))
-        if y is not None:
+        if y is not None and k >= need_targeted:
             tgt = (yi + 1) % case["k"]  # type: ignore[operator]
             targeted = atk.run(xi, target=tgt, eps=ei, generator=torch.Generator())
             assert targeted.target is not None
@@ -271,7 +290,7 @@ class Boom(nn.Module):
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_attacks_state_restored_when_model_raises(name: str, n: int) -> None:
-    inner = random_model("mlp", (5,), 3, 0)
+    inner = random_model("mlp", (5,), 4, 0)  # 4 classes: APGDT's targeted DLR needs them
     model = Boom(inner, n)
     model.train()
     inner[1].eval()  # frozen BN child

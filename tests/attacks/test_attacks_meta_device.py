@@ -7,6 +7,8 @@ those configurations are left out. FAB and Square shrink their batch to the exam
 yet broken between runs or queries; on the meta device (no data) they keep every example.
 The minimal-norm attacks FMN, DDN and ALMA and their boundary refinement never sync, so they
 run here (CWL2's abort-early does).
+those configurations are left out (as are APGD restarts and APGDT's later target classes, which
+run on the examples still robust).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from advrobust.attacks import (
     StepLL,
     StepRnd,
 )
+from advrobust.attacks import APGD, APGDT, BIM, FGSM, PGD, Attack, IterLL, StepLL, StepRnd
 
 CONFIGS = {
     "FGSM": lambda m: FGSM(m, 0.1),
@@ -52,6 +55,10 @@ CONFIGS = {
     "DDN": lambda m: DDN(m, steps=3),
     "ALMA": lambda m: ALMA(m, steps=3),
     "ALMA-l1": lambda m: ALMA(m, "l1", steps=3),
+    "APGD": lambda m: APGD(m, 0.1, steps=3),
+    "APGD-l2-dlr": lambda m: APGD(m, 0.5, norm="l2", loss="dlr", steps=3),
+    "APGD-l1": lambda m: APGD(m, 2.0, norm="l1", steps=3),
+    "APGDT": lambda m: APGDT(m, 0.1, steps=3, n_target_classes=1),
 }
 
 

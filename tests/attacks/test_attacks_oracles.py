@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any as Affine
 
 import pytest
@@ -147,10 +148,23 @@ def test_attacks_iter_ll_keeps_the_target_fixed(affine_blocks: Affine) -> None:
     eps, alpha, steps = 0.2, 0.03, 8
     ll = a.model(a.x).argmin(dim=1)
     xk = a.x.clone()
+    iterates = [xk]
     for _ in range(steps):
         xk = xk - alpha * grad_ce(a.model, xk, ll).sign()
         xk = torch.minimum(torch.maximum(xk, a.x - eps), a.x + eps).clamp(0, 1)
-    assert torch.equal(IterLL(a.model, eps, alpha=alpha, steps=steps)(a.x, a.y), xk)
+        iterates.append(xk)
+    # the engine returns the best iterate of this trajectory: among the misclassified ones if
+    # any, the one closest to the least-likely class (lowest J(., y_LL))
+    traj = torch.stack(iterates)  # (T + 1, B, d)
+    with torch.no_grad():
+        z = a.model(traj)
+    wrong = z.argmax(dim=2) != a.y
+    closeness = -F.cross_entropy(z.transpose(1, 2), ll.expand(steps + 1, -1), reduction="none")
+    rank = torch.where(wrong | ~wrong.any(0), closeness, -math.inf)
+    best = rank.argmax(0)
+    expected = traj[best, torch.arange(len(a.y))]
+    assert bool((best < steps).any())  # an earlier iterate, not the last one, is returned
+    assert torch.equal(IterLL(a.model, eps, alpha=alpha, steps=steps)(a.x, a.y), expected)
     # one step of size eps is exactly step l.l.
     one = IterLL(a.model, eps, steps=1, rel_alpha=1.0)(a.x, a.y)
     assert torch.equal(one, StepLL(a.model, eps)(a.x, a.y))
@@ -257,11 +271,14 @@ def test_attacks_bim_kurakin_schedule(eps: float, steps: int) -> None:
     model = Counter(nn.Linear(4, 3))
     x = torch.rand(3, 4)
     BIM(model, eps)(x, torch.tensor([0, 1, 2]))
-    assert model.calls == steps  # the first step reuses the clean forward pass
+    # the first step reuses the clean forward pass; a multi-step run spends one more forward
+    # pass (no backward) scoring its last iterate for the best-iterate bookkeeping
+    passes = steps + 1 if steps > 1 else steps
+    assert model.calls == passes
     model.calls = 0
     per_example = torch.tensor([0.0, eps / 2, eps])
     BIM(model)(x, torch.tensor([0, 1, 2]), eps=per_example)  # the largest eps sets the count
-    assert model.calls == steps
+    assert model.calls == passes
 
 
 def test_attacks_rel_alpha_is_per_example() -> None:

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 
 from advrobust.attacks import (
     ALMA,
+    APGD,
+    APGDT,
     BIM,
     CWL2,
     DDN,
@@ -62,6 +64,10 @@ IDS = [
     "DDN",
     "ALMA",
 ]
+    lambda m: APGD(m, steps=2),
+    lambda m: APGDT(m, steps=2),
+]
+IDS = ["FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2", "APGD", "APGDT"]
 
 
 def model() -> nn.Module:
@@ -196,6 +202,11 @@ def test_attacks_model_and_input_on_different_devices(make: object) -> None:
             ValueError,
             r"at most one of alpha and rel_alpha.*alpha=0.1",
         ),
+        (
+            lambda m: PGD(m, alpha=0.1, rel_alpha=0.1),
+            ValueError,
+            r"at most one of alpha and rel_alpha.*alpha=0.1",
+        ),
         (lambda m: PGD(m, restarts=0), ValueError, r"restarts must be >= 1, got 0"),
         (
             lambda m: PGD(m, restarts=2, random_start=False),
@@ -278,6 +289,23 @@ def test_attacks_model_and_input_on_different_devices(make: object) -> None:
             ValueError,
             r"logit_tolerance must be >= 0, got -1.0",
         ),
+        (lambda m: APGD(m, eps=-0.1), ValueError, r"eps must be >= 0, got -0.1"),
+        (
+            lambda m: APGD(m, norm="l0"),
+            ValueError,
+            r"norm must be 'linf', 'l2' or 'l1', got 'l0'",
+        ),
+        (lambda m: APGD(m, loss="margin"), ValueError, r"loss must be one of .*got 'margin'"),
+        (lambda m: APGD(m, steps=0), ValueError, r"steps must be >= 1, got 0"),
+        (lambda m: APGD(m, restarts=0), ValueError, r"restarts must be >= 1, got 0"),
+        (lambda m: APGD(m, rho=1.5), ValueError, r"rho must be in \[0, 1\], got 1.5"),
+        (lambda m: APGD(m, steps=2.0), TypeError, r"steps must be an int, got float"),
+        (
+            lambda m: APGDT(m, n_target_classes=0),
+            ValueError,
+            r"n_target_classes must be >= 1, got 0",
+        ),
+        (lambda m: APGDT(m, loss="ce"), TypeError, r"unexpected keyword argument 'loss'"),
     ],
 )
 def test_attacks_bad_constructor_arguments(build: object, exc: type, pattern: str) -> None:
