@@ -1,5 +1,4 @@
-"""Adversarial attacks: one gradient engine with six presets, Carlini-Wagner L2, FAB and Square.
-"""Adversarial attacks: one gradient engine with six presets, Carlini-Wagner L2, and APGD.
+"""Adversarial attacks: one gradient engine, Carlini-Wagner L2, minimal-norm, APGD, FAB, Square.
 
 Every attack is bound to a model at construction and called on a batch:
 

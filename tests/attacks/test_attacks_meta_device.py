@@ -6,9 +6,8 @@ decide on data (an ``.item()`` or a data-dependent index), which meta tensors ca
 those configurations are left out. FAB and Square shrink their batch to the examples not
 yet broken between runs or queries; on the meta device (no data) they keep every example.
 The minimal-norm attacks FMN, DDN and ALMA and their boundary refinement never sync, so they
-run here (CWL2's abort-early does).
-those configurations are left out (as are APGD restarts and APGDT's later target classes, which
-run on the examples still robust).
+run here (CWL2's abort-early does). APGD restarts and APGDT's later target classes, which run
+on the examples still robust, are left out too.
 """
 
 from __future__ import annotations
@@ -19,6 +18,8 @@ from torch import nn
 
 from advrobust.attacks import (
     ALMA,
+    APGD,
+    APGDT,
     BIM,
     DDN,
     FAB,
@@ -31,7 +32,6 @@ from advrobust.attacks import (
     StepLL,
     StepRnd,
 )
-from advrobust.attacks import APGD, APGDT, BIM, FGSM, PGD, Attack, IterLL, StepLL, StepRnd
 
 CONFIGS = {
     "FGSM": lambda m: FGSM(m, 0.1),

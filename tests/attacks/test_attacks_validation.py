@@ -47,6 +47,8 @@ ALL = [
     lambda m: FMN(m, steps=2),
     lambda m: DDN(m, steps=2),
     lambda m: ALMA(m, steps=2),
+    lambda m: APGD(m, steps=2),
+    lambda m: APGDT(m, steps=2),
 ]
 IDS = [
     "FGSM",
@@ -63,11 +65,9 @@ IDS = [
     "FMN",
     "DDN",
     "ALMA",
+    "APGD",
+    "APGDT",
 ]
-    lambda m: APGD(m, steps=2),
-    lambda m: APGDT(m, steps=2),
-]
-IDS = ["FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2", "APGD", "APGDT"]
 
 
 def model() -> nn.Module:
