@@ -32,7 +32,7 @@ from ._config import StudyConfig
 from ._folder import cell_dir
 from ._grid import Cell, part_seed
 from ._state import atomic_write_json, load_arrays, read_json, save_arrays, save_state_dict
-from ._tasks import CellEval, TaskOutput, clean_pass, get_task, load_part, save_part
+from ._tasks import CellEval, TaskOutput, clean_pass, get_task
 
 __all__ = ["run_cell", "stage_count"]
 
@@ -42,6 +42,29 @@ _CLEAN = "clean"  # the shared clean pass: a part of its own (not a metric)
 def stage_count(config: StudyConfig) -> int:
     """Stages of a cell's progress bar: training plus one per per-cell task."""
     return 1 + sum(get_task(name).run is not None for name in config.evaluation.metrics)
+
+
+def load_part(folder: Path, name: str) -> TaskOutput | None:
+    """A task's finished part of a cell, or None (absent, or written by an older version)."""
+    path = folder / f"eval-{name}.json"
+    if not path.is_file():
+        return None
+    part = read_json(path)
+    if not isinstance(part, dict) or part.get("format") != 2:
+        return None  # an older version's part: redo it
+    arrays_path = folder / f"eval-{name}.npz"
+    arrays = load_arrays(arrays_path) if arrays_path.is_file() else {}
+    return TaskOutput(list(part["rows"]), arrays, dict(part["attacks"]))
+
+
+def save_part(folder: Path, name: str, output: TaskOutput, seconds: float) -> None:
+    """Persist a task's output (arrays first: the JSON's presence means "finished")."""
+    if output.arrays:
+        save_arrays(folder / f"eval-{name}.npz", output.arrays)
+    atomic_write_json(
+        folder / f"eval-{name}.json",
+        {"format": 2, "rows": output.rows, "attacks": output.attacks, "seconds": seconds},
+    )
 
 
 def _train(

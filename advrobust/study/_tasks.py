@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -515,41 +514,3 @@ register_task(
     validate=_check_transfer,
     per_cell=False,
 )(lambda ctx: TaskOutput())
-
-
-def load_part(folder: Path, name: str) -> TaskOutput | None:
-    """A task's finished part of a cell, or None (absent, or written by an older version)."""
-    from ._state import load_arrays, read_json
-
-    path = folder / f"eval-{name}.json"
-    if not path.is_file():
-        return None
-    part = read_json(path)
-    if not isinstance(part, dict) or part.get("format") != 2:
-        return None  # an older version's part: redo it
-    arrays_path = folder / f"eval-{name}.npz"
-    arrays = load_arrays(arrays_path) if arrays_path.is_file() else {}
-    return TaskOutput(list(part["rows"]), arrays, dict(part["attacks"]))
-
-
-def save_part(folder: Path, name: str, output: TaskOutput, seconds: float) -> None:
-    """Persist a task's output (arrays first: the JSON's presence means "finished")."""
-    from ._state import atomic_write_json, save_arrays
-
-    if output.arrays:
-        save_arrays(folder / f"eval-{name}.npz", output.arrays)
-    atomic_write_json(
-        folder / f"eval-{name}.json",
-        {"format": 2, "rows": output.rows, "attacks": output.attacks, "seconds": seconds},
-    )
-
-
-def part_seconds(folder: Path, name: str) -> float | None:
-    """The recorded run time of a finished part."""
-    from ._state import read_json
-
-    path = folder / f"eval-{name}.json"
-    if not path.is_file():
-        return None
-    value = read_json(path).get("seconds")
-    return float(value) if isinstance(value, int | float) else None
