@@ -131,7 +131,8 @@ def main() -> None:
                 generator=torch.Generator().manual_seed(0),
             )
             sec = time.perf_counter() - t0
-            print(f"{label:<14} {name:<26} {res.value:>10.3f} {counted.passes / n:>11.1f} {sec:>8.1f}")
+            per = counted.passes / n
+            print(f"{label:<14} {name:<26} {res.value:>10.3f} {per:>11.1f} {sec:>8.1f}")
             if suite == "standard":
                 broken = ", ".join(f"{a.spec.name} {a.broken}" for a in res.attacks)
                 print(f"{'':<14}   broken per attack: {broken}")

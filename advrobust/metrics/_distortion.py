@@ -49,11 +49,11 @@ def search_attack(attack: Attack) -> Attack:
         raise TypeError(f"attack must be an advrobust.attacks.Attack, got {describe(attack)}")
     if is_minimal(attack):
         return attack
-    cfg = attack.config()
+    cfg = attack.spec().config
     if "rel_alpha" not in cfg or cfg["rel_alpha"] is not None:
         return attack
     raw_steps = cfg.get("steps")
-    steps = _DEFAULT_STEPS if raw_steps is None else int(raw_steps)  # type: ignore[call-overload]
+    steps = _DEFAULT_STEPS if raw_steps is None else int(raw_steps)
     if steps <= 1:
         return attack
     rel = (2.5 if cfg.get("random_start") else 1.0) / steps

@@ -122,7 +122,13 @@ def build_suite(
             given = {"eps": eps, "norm": norm, "bounds": bounds}
             kwargs = {k: v for k, v in given.items() if k in takes}
             kwargs.update(entry.settings)
-            attacks.append(create_attack(entry.name, model, **kwargs))
+            try:
+                attacks.append(create_attack(entry.name, model, **kwargs))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(
+                    f"suite {suite!r} could not build {entry.name} with norm={norm!r}, "
+                    f"eps={eps}: {exc}"
+                ) from None
         return attacks, suite
     if not isinstance(suite, Sequence) or isinstance(suite, (bytes, Mapping)):
         raise TypeError(
@@ -222,7 +228,7 @@ def robust_accuracy(
     Suites (:data:`ATTACK_SUITES`):
 
     - ``"standard"``: APGD-CE, APGD-T (DLR loss, 9 target classes), FAB-T and Square with
-      5,000 queries: AutoAttack's standard version.
+      5,000 queries: AutoAttack's standard version (Linf and L2: Square has no L1 version).
     - ``"fast"``: APGD-CE and APGD-T.
     - a list of attacks or attack specs, run in the order given.
 

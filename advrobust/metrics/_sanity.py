@@ -336,7 +336,7 @@ def sanity_check(
             )
         masked = _frac(zero) > tolerance
         # the margin loss only helps attacks that would otherwise use the cross-entropy
-        uses_ce = getattr(iterative, "loss", None) == "ce"
+        uses_ce = iterative.spec().config.get("loss") == "ce"
         softmax_saturated = uses_ce and _frac(saturated) > tolerance
         if "zero-gradients" in run and (masked or softmax_saturated):
             parts = []

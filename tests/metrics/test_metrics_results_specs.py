@@ -242,8 +242,11 @@ def test_metrics_results_minimal_norm_distance_in_the_attacks_own_norm(threshold
     assert atk.spec().kind == "minimal" and atk.spec().norm == "linf"
     res = minimal_distortion(model, (x, y), atk)
     assert res.norm == "linf" and res.evaluations.tolist() == [1, 1, 1]
-    # Linf distances, not the L2 norms (twice as large here)
-    assert res.distance.tolist() == pytest.approx([0.4004, 0.2002, 0.3003], rel=1e-4)
+    # Linf distances (0.1% above the boundary, or on it once the template's boundary refinement
+    # bisects back to it), not the L2 norms (twice as large here)
+    exact = torch.tensor([0.4, 0.2, 0.3])
+    assert bool((res.distance >= exact - 1e-6).all())
+    assert bool((res.distance <= exact * 1.001 + 1e-6).all())
     assert res.attack == atk.spec()
     # beyond hi: unbroken (no eps search)
     capped = minimal_distortion(model, (x, y), atk, hi=0.25)
