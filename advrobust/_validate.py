@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "check_bool",
     "check_bounds",
+    "check_choice",
     "check_eps",
     "check_images",
     "check_labels",
@@ -26,6 +28,8 @@ __all__ = [
     "check_positive",
     "check_nonnegative",
     "check_probability",
+    "check_real",
+    "check_str",
     "check_int",
     "model_state_guard",
     "describe",
@@ -248,3 +252,30 @@ def model_state_guard(model: nn.Module, *, train: bool = False) -> Iterator[nn.M
         for p, req, g in zip(params, requires, grads, strict=True):
             p.requires_grad_(req)
             p.grad = g
+
+
+def check_real(value: object, name: str) -> float:
+    """Check that ``value`` is a finite real number (not a bool)."""
+    return _check_real(value, name)
+
+
+def check_str(value: object, name: str) -> str:
+    """Check that ``value`` is a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{name} must be a non-empty string, got {describe(value)}")
+    return value
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """Check that ``value`` is one of ``choices`` (the message lists them)."""
+    text = check_str(value, name)
+    if text not in choices:
+        raise ValueError(f"{name}: unknown value {text!r}; valid values: {', '.join(choices)}")
+    return text
+
+
+def check_bool(value: object, name: str) -> bool:
+    """Check that ``value`` is a bool (not 0/1)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be true or false, got {describe(value)}")
+    return value

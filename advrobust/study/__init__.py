@@ -20,7 +20,6 @@ from ._analysis import find_turning_points as find_turning_points
 from ._analysis import pareto_frontier as pareto_frontier
 from ._analysis import scaling_law as scaling_law
 from ._analysis import summarize as summarize
-from ._config import ATTACK_NAMES as ATTACK_NAMES
 from ._config import METRICS as METRICS
 from ._config import RECIPE_KINDS as RECIPE_KINDS
 from ._config import AttackSpec as AttackSpec
@@ -51,30 +50,41 @@ from ._results import turning_points as turning_points
 from ._results import write_example_values as write_example_values
 from ._results import write_results as write_results
 from ._runner import StudyConfigMismatchError as StudyConfigMismatchError
+from ._runner import StudyFolderBusyError as StudyFolderBusyError
 from ._runner import StudyResult as StudyResult
 from ._runner import evaluation_sample as evaluation_sample
 from ._runner import finalize_study as finalize_study
+from ._runner import format_timings as format_timings
 from ._runner import load_cell_model as load_cell_model
 from ._runner import merge_studies as merge_studies
 from ._runner import run_study as run_study
+from ._tasks import CellEval as CellEval
+from ._tasks import EvalTask as EvalTask
+from ._tasks import TaskOutput as TaskOutput
+from ._tasks import register_task as register_task
+from ._tasks import task_names as task_names
+from ._tasks import unregister_task as unregister_task
 
 __all__ = [
-    "ATTACK_NAMES",
     "COLUMNS",
     "METRICS",
     "RECIPE_KINDS",
     "SUMMARY_COLUMNS",
     "AttackSpec",
     "Cell",
+    "CellEval",
     "ConfigError",
     "DataSpec",
     "EvalSpec",
+    "EvalTask",
     "ModelSpec",
     "RecipeSpec",
     "Shard",
     "StudyConfig",
     "StudyConfigMismatchError",
+    "StudyFolderBusyError",
     "StudyResult",
+    "TaskOutput",
     "TrainingSpec",
     "build_rows",
     "enumerate_cells",
@@ -84,6 +94,7 @@ __all__ = [
     "finalize_study",
     "find_turning_points",
     "format_summary",
+    "format_timings",
     "list_presets",
     "load_cell_model",
     "load_preset",
@@ -94,11 +105,14 @@ __all__ = [
     "preset_text",
     "read_example_values",
     "read_results",
+    "register_task",
     "run_study",
     "scaling_law",
     "shard_cells",
     "summarize",
+    "task_names",
     "turning_points",
+    "unregister_task",
     "write_example_values",
     "write_report",
     "write_results",

@@ -772,7 +772,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from advrobust import metrics as M
     from advrobust.data import load_dataset
 
-    from ._runner import build_model, load_weights, resolve_device
+    from ._build import build_model, load_weights, resolve_device
 
     if args.suite is not None and not args.eps:
         raise CLIError(

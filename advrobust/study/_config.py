@@ -1,4 +1,4 @@
-"""Study configuration: frozen, validated dataclasses with TOML and JSON round trips.
+"""Study configuration: the whole study, validated, with TOML and JSON round trips.
 
 A study is one dataset, a list of nested subset sizes, a list of models, a list of training
 recipes and an evaluation section. Every value is checked when the dataclass is built; an error
@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
-import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from ._checks import _LABEL_RE, ConfigError, _bool, _build, _desc, _int, _strip_none, _to_plain
+from ._specs import AUGMENTATIONS as AUGMENTATIONS
+from ._specs import COMMON_SETS as COMMON_SETS
+from ._specs import METRICS as METRICS
+from ._specs import RECIPE_KINDS as RECIPE_KINDS
+from ._specs import STUDY_TRAINING_DEFAULTS as STUDY_TRAINING_DEFAULTS
+from ._specs import AttackSpec as AttackSpec
+from ._specs import DataSpec as DataSpec
+from ._specs import EvalSpec as EvalSpec
+from ._specs import ModelSpec as ModelSpec
+from ._specs import RecipeSpec as RecipeSpec
+from ._specs import TrainingSpec as TrainingSpec
 
 __all__ = [
-    "ATTACK_NAMES",
     "AUGMENTATIONS",
     "COMMON_SETS",
     "METRICS",
@@ -34,443 +44,6 @@ __all__ = [
     "StudyConfig",
     "TrainingSpec",
 ]
-
-#: Evaluation metrics a study can compute (``evaluation.metrics``).
-METRICS: tuple[str, ...] = (
-    "accuracy",
-    "robustness-linf",
-    "robustness-l2",
-    "adversarial-accuracy",
-    "transfer-matrix",
-    "label-leak",
-    "deepsec",
-)
-#: Training recipes (``recipes[i].kind``): clean training, Kurakin's mixed batch, PGD-AT (Madry).
-RECIPE_KINDS: tuple[str, ...] = ("clean", "kurakin", "pgd-at")
-#: Augmentations by name (``training.augmentation`` / ``models[i].augmentation``).
-AUGMENTATIONS: tuple[str, ...] = ("shift", "flip", "rotation")
-#: Sets X over which the robustness score (the ICLR 2019 study eq. 4) is averaged.
-COMMON_SETS: tuple[str, ...] = ("sizes", "models", "all")
-#: Attack classes of :mod:`advrobust.attacks` that a study can name.
-ATTACK_NAMES: tuple[str, ...] = ("FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2")
-
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]*$")
-_OPTIMIZERS = ("sgd", "adam")
-
-
-class ConfigError(ValueError):
-    """A study config value is invalid; ``field`` names the offending config field."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
-
-
-# --------------------------------------------------------------------------------------------
-# small checkers (they raise ConfigError naming the field)
-
-
-def _desc(value: object) -> str:
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60] + '...' if len(text) > 60 else text}"
-
-
-def _int(value: object, name: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"must be an integer, got {_desc(value)}")
-    if minimum is not None and value < minimum:
-        raise ConfigError(name, f"must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(value: object, name: str, *, positive: bool = False, nonnegative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(name, f"must be a number, got {_desc(value)}")
-    out = float(value)
-    if not math.isfinite(out):
-        raise ConfigError(name, f"must be finite, got {out}")
-    if positive and out <= 0:
-        raise ConfigError(name, f"must be > 0, got {out}")
-    if nonnegative and out < 0:
-        raise ConfigError(name, f"must be >= 0, got {out}")
-    return out
-
-
-def _str(value: object, name: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(name, f"must be a non-empty string, got {_desc(value)}")
-    return value
-
-
-def _choice(value: object, name: str, choices: Sequence[str]) -> str:
-    text = _str(value, name)
-    if text not in choices:
-        raise ConfigError(name, f"unknown value {text!r}; valid values: {', '.join(choices)}")
-    return text
-
-
-def _bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(name, f"must be true or false, got {_desc(value)}")
-    return value
-
-
-def _plain(value: object, name: str) -> object:
-    """Check a JSON/TOML-friendly value (no None, finite numbers) and return a tuple-free copy."""
-    if isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigError(name, f"must be finite, got {value}")
-        return value
-    if isinstance(value, list | tuple):
-        return [_plain(v, f"{name}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, Mapping):
-        return _kwargs(value, name)
-    raise ConfigError(
-        name,
-        f"must be a number, string, bool, list or table (None is not allowed: leave the key "
-        f"out instead), got {_desc(value)}",
-    )
-
-
-def _kwargs(value: object, name: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(name, f"must be a table/dict of keyword arguments, got {_desc(value)}")
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise ConfigError(name, f"keys must be strings, got {_desc(key)}")
-        out[key] = _plain(item, f"{name}.{key}")
-    return out
-
-
-def _names(value: object, name: str, choices: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise ConfigError(name, f"must be a list of names, got {_desc(value)}")
-    out = tuple(_choice(v, f"{name}[{i}]", choices) for i, v in enumerate(value))
-    if len(set(out)) != len(out):
-        raise ConfigError(name, f"contains duplicates: {list(out)}")
-    return out
-
-
-def _floats(value: object, name: str, *, positive: bool = True) -> tuple[float, ...]:
-    if isinstance(value, str) or not isinstance(value, Sequence):
-        raise ConfigError(name, f"must be a list of numbers, got {_desc(value)}")
-    return tuple(_float(v, f"{name}[{i}]", positive=positive) for i, v in enumerate(value))
-
-
-def _prefixed(prefix: str, error: ConfigError) -> ConfigError:
-    new = ConfigError(f"{prefix}.{error.field}", str(error).split(": ", 1)[1])
-    return new
-
-
-def _build(cls: type[Any], data: object, name: str) -> Any:
-    """Build a spec dataclass from a mapping, rejecting unknown keys and naming the field."""
-    if isinstance(data, cls):
-        return data
-    if not isinstance(data, Mapping):
-        raise ConfigError(name, f"must be a table/dict, got {_desc(data)}")
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"{name}.{unknown[0]}", f"unknown key; valid keys of {name}: {', '.join(names)}"
-        )
-    try:
-        return cls.from_dict(data)
-    except ConfigError as error:
-        raise _prefixed(name, error) from None
-    except TypeError as error:  # a missing required key
-        raise ConfigError(name, str(error)) from None
-
-
-def _strip_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_strip_none(v) for v in value]
-    return value
-
-
-def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_to_plain(v) for v in value]
-    return value
-
-
-# --------------------------------------------------------------------------------------------
-# the spec dataclasses
-
-_SpecT = TypeVar("_SpecT", bound="_Spec")
-
-
-class _Spec:
-    """Base of the section dataclasses: built from a mapping read from TOML/JSON."""
-
-    @classmethod
-    def from_dict(cls: type[_SpecT], data: Mapping[str, Any]) -> _SpecT:
-        """Build from a mapping (as read from TOML/JSON); every value is validated."""
-        return cls(**dict(data))
-
-
-@dataclass(frozen=True)
-class AttackSpec(_Spec):
-    """An attack of :mod:`advrobust.attacks` by class name plus constructor keyword arguments.
-
-    Args:
-        name: class name, one of ``FGSM, StepLL, StepRnd, BIM, IterLL, PGD, CWL2``.
-        kwargs: constructor keyword arguments except the model (e.g. ``{"steps": 10}``).
-    """
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _choice(self.name, "name", ATTACK_NAMES)
-        object.__setattr__(self, "kwargs", _kwargs(self.kwargs, "kwargs"))
-        if "model" in self.kwargs:
-            raise ConfigError("kwargs.model", "the model is supplied by the study, leave it out")
-
-
-@dataclass(frozen=True)
-class DataSpec(_Spec):
-    """Dataset, nested subset sizes and the evaluation split.
-
-    Args:
-        name: dataset name of :func:`advrobust.data.load_dataset` (``digits`` needs no files).
-        root: folder holding the dataset files (None: the loader's default).
-        sizes: strictly increasing sizes of the nested balanced subsets S_1 ⊂ ... ⊂ S_n (total
-            number of training examples, or examples per class when ``per_class`` is true).
-        per_class: interpret ``sizes`` as per-class counts.
-        seed: seed of the subset draw (the same subsets for every model and recipe).
-        test_split: split used for evaluation.
-    """
-
-    name: str = "digits"
-    root: str | None = None
-    sizes: tuple[int, ...] = (100, 200, 400)
-    per_class: bool = False
-    seed: int = 0
-    test_split: str = "test"
-
-    def __post_init__(self) -> None:
-        _str(self.name, "name")
-        if self.root is not None:
-            _str(self.root, "root")
-        sizes: object = self.sizes
-        if isinstance(sizes, str) or not isinstance(sizes, Sequence) or len(sizes) == 0:
-            raise ConfigError("sizes", f"must be a non-empty list of integers, got {_desc(sizes)}")
-        sizes = tuple(_int(s, f"sizes[{i}]", minimum=1) for i, s in enumerate(sizes))
-        if any(b <= a for a, b in itertools.pairwise(sizes)):
-            raise ConfigError(
-                "sizes", f"must be strictly increasing (nested subsets), got {list(sizes)}"
-            )
-        object.__setattr__(self, "sizes", sizes)
-        _bool(self.per_class, "per_class")
-        _int(self.seed, "seed", minimum=0)
-        _str(self.test_split, "test_split")
-
-
-@dataclass(frozen=True)
-class ModelSpec(_Spec):
-    """One architecture of the grid.
-
-    Args:
-        name: registered model name (:func:`advrobust.models.list_models`).
-        kwargs: extra keyword arguments of :func:`advrobust.models.create_model`
-            (``width``, ``hidden``, ``depth`` ...).
-        label: the model's name in tables, file names and legends (default: ``name`` plus
-            the kwargs, e.g. ``simple-cnn-width=2``); must be unique within a study.
-        normalize: prepend ``Normalize(mean, std)`` of the dataset as the first layer.
-        augmentation: per-model augmentation overriding ``training.augmentation``
-            (the ICLR 2019 study's "ResNet+D" models); None means the training default.
-    """
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    label: str | None = None
-    normalize: bool = True
-    augmentation: tuple[str, ...] | None = None
-
-    def __post_init__(self) -> None:
-        _str(self.name, "name")
-        object.__setattr__(self, "kwargs", _kwargs(self.kwargs, "kwargs"))
-        label = self.label
-        if label is None:
-            parts = [self.name] + [f"{k}={v}" for k, v in sorted(self.kwargs.items())]
-            label = "-".join(parts)
-            if self.augmentation:
-                label += "+D"
-        if not isinstance(label, str) or not _LABEL_RE.match(label):
-            raise ConfigError(
-                "label",
-                f"must be a name of letters, digits and . _ + = - (it is used in file names), "
-                f"got {label!r}",
-            )
-        object.__setattr__(self, "label", label)
-        _bool(self.normalize, "normalize")
-        if self.augmentation is not None:
-            object.__setattr__(
-                self, "augmentation", _names(self.augmentation, "augmentation", AUGMENTATIONS)
-            )
-
-    @property
-    def key(self) -> str:
-        """The model's unique label (never None after validation)."""
-        assert self.label is not None  # set in __post_init__
-        return self.label
-
-
-@dataclass(frozen=True)
-class RecipeSpec(_Spec):
-    """A training recipe.
-
-    Args:
-        name: the recipe's name in tables and file names (e.g. ``clean``, ``kurakin-stepll``).
-        kind: ``clean`` (k = 0), ``kurakin`` (mixed batch, k of m replaced, loss weighted by
-            lambda, per-example random eps; Kurakin et al. 2016 algorithm 1) or ``pgd-at``
-            (Madry / Marchetti & Ho 2022 PAT: k = m, lambda = 1, PGD eps 8/255, 10 steps of 2/255).
-        settings: further :class:`advrobust.training.TrainConfig` fields for this recipe
-            (``k``, ``fraction``, ``adv_weight``, ``attack``, ``eps``, ``delay`` ...); they
-            override the defaults of ``kind``.
-    """
-
-    name: str = "clean"
-    kind: str = "clean"
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _LABEL_RE.match(self.name):
-            raise ConfigError(
-                "name", f"must be a name of letters, digits and . _ + = -, got {self.name!r}"
-            )
-        _choice(self.kind, "kind", RECIPE_KINDS)
-        object.__setattr__(self, "settings", _kwargs(self.settings, "settings"))
-
-
-@dataclass(frozen=True)
-class TrainingSpec(_Spec):
-    """Training settings shared by every recipe.
-
-    Args:
-        epochs: passes over each training subset.
-        batch_size: minibatch size m.
-        optimizer: ``adam`` or ``sgd``.
-        lr: learning rate.
-        momentum: SGD momentum.
-        weight_decay: L2 weight decay.
-        augmentation: names of on-device augmentations (``shift``, ``flip``, ``rotation``).
-        checkpoint_every: write a resumable trainer checkpoint every this many epochs.
-        settings: further :class:`advrobust.training.TrainConfig` fields for every recipe.
-    """
-
-    epochs: int = 10
-    batch_size: int = 32
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    augmentation: tuple[str, ...] = ()
-    checkpoint_every: int = 1
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _int(self.epochs, "epochs", minimum=1)
-        _int(self.batch_size, "batch_size", minimum=1)
-        _choice(self.optimizer, "optimizer", _OPTIMIZERS)
-        _float(self.lr, "lr", positive=True)
-        _float(self.momentum, "momentum", nonnegative=True)
-        _float(self.weight_decay, "weight_decay", nonnegative=True)
-        object.__setattr__(
-            self, "augmentation", _names(self.augmentation, "augmentation", AUGMENTATIONS)
-        )
-        _int(self.checkpoint_every, "checkpoint_every", minimum=1)
-        object.__setattr__(self, "settings", _kwargs(self.settings, "settings"))
-
-
-def _default_ifgsm() -> AttackSpec:
-    return AttackSpec("BIM", {"steps": 10, "rel_alpha": 0.1})
-
-
-def _default_cw() -> AttackSpec:
-    return AttackSpec("CWL2", {"steps": 100, "binary_search_steps": 6})
-
-
-@dataclass(frozen=True)
-class EvalSpec(_Spec):
-    """What is measured on every trained model.
-
-    Args:
-        metrics: names from ``accuracy``, ``robustness-linf`` (I-FGSM minimal Linf distortion,
-            robustness score, eq. 4 of the ICLR 2019 study), ``robustness-l2`` (CW-L2, eq. 4),
-            ``adversarial-accuracy`` (eq. 5 at each of ``deltas``), ``transfer-matrix``,
-            ``label-leak`` and ``deepsec``.
-        num_examples: size of the fixed, seeded sample of the test split used by the attack
-            metrics (the same examples for every model).
-        accuracy_examples: number of test examples for clean accuracy (None: the whole split).
-        batch_size: evaluation batch size.
-        common_set: the set X of eq. 4: ``sizes`` (ICLR 2019 study: the examples that every subset
-            size's model of one architecture and recipe classifies correctly), ``models`` (every
-            model of one subset size and recipe) or ``all`` (every model of the study).
-        linf_attack: the fixed-eps attack whose smallest successful eps is searched by bisection
-            (I-FGSM with T steps of eps/T, the ICLR 2019 study sec. 3.2).
-        linf_max: upper end of the Linf search range.
-        linf_tol: bisection tolerance.
-        l2_attack: the unbounded L2 attack (Carlini-Wagner L2).
-        deltas: the Delta thresholds of adversarial accuracy (eq. 5).
-        delta_attack: attack run at eps = Delta for adversarial accuracy.
-        transfer_attack: attack of the transfer matrix (Kurakin sec. 4.4).
-        leak_eps: eps of the label-leak count (FGSM with true vs predicted labels).
-        deepsec_attack: attack evaluated by the DeepSec attack metrics.
-    """
-
-    metrics: tuple[str, ...] = (
-        "accuracy",
-        "robustness-linf",
-        "robustness-l2",
-        "adversarial-accuracy",
-    )
-    num_examples: int = 200
-    accuracy_examples: int | None = None
-    batch_size: int = 256
-    common_set: str = "sizes"
-    linf_attack: AttackSpec = field(default_factory=_default_ifgsm)
-    linf_max: float = 1.0
-    linf_tol: float = 1e-3
-    l2_attack: AttackSpec = field(default_factory=_default_cw)
-    deltas: tuple[float, ...] = (0.05, 0.1, 0.2)
-    delta_attack: AttackSpec = field(default_factory=_default_ifgsm)
-    transfer_attack: AttackSpec = field(default_factory=lambda: AttackSpec("FGSM", {"eps": 0.1}))
-    leak_eps: float = 0.3
-    deepsec_attack: AttackSpec = field(default_factory=lambda: AttackSpec("PGD", {"eps": 0.1}))
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "metrics", _names(self.metrics, "metrics", METRICS))
-        if not self.metrics:
-            raise ConfigError("metrics", f"must name at least one of {', '.join(METRICS)}")
-        _int(self.num_examples, "num_examples", minimum=1)
-        if self.accuracy_examples is not None:
-            _int(self.accuracy_examples, "accuracy_examples", minimum=1)
-        _int(self.batch_size, "batch_size", minimum=1)
-        _choice(self.common_set, "common_set", COMMON_SETS)
-        for name in ("linf_attack", "l2_attack", "delta_attack", "transfer_attack"):
-            object.__setattr__(self, name, _build(AttackSpec, getattr(self, name), name))
-        object.__setattr__(
-            self, "deepsec_attack", _build(AttackSpec, self.deepsec_attack, "deepsec_attack")
-        )
-        _float(self.linf_max, "linf_max", positive=True)
-        _float(self.linf_tol, "linf_tol", positive=True)
-        if self.linf_tol >= self.linf_max:
-            raise ConfigError("linf_tol", f"must be below linf_max={self.linf_max}")
-        object.__setattr__(self, "deltas", _floats(self.deltas, "deltas"))
-        if "adversarial-accuracy" in self.metrics and not self.deltas:
-            raise ConfigError("deltas", "adversarial-accuracy needs at least one Delta")
-        _float(self.leak_eps, "leak_eps", positive=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,6 +89,17 @@ class StudyConfig:
         seed: master seed; every cell derives its own seed from it and the cell's key, so a cell
             gives the same result in a full run and in any shard.
         description: free text (not part of the study's identity).
+        replicates: train and evaluate every cell this many times with independent seeds (a
+            grid dimension: cell keys end in ``-r0``, ``-r1`` ...; the data subsets and the
+            evaluation sample stay the same, so replicates measure training noise).
+        seeds: the master seed of each replicate instead of ``replicates`` (one replicate per
+            seed).
+        paper: which procedures fill the evaluation fields the config leaves out when read
+            from TOML/JSON: ``true`` the papers' own (:func:`paper_evaluation`: I-FGSM with T
+            steps of eps/T bisected, CW-L2, eq. 5 with I-FGSM), ``false`` the state of the art
+            (:func:`modern_evaluation`: minimal-norm attacks and the
+            :func:`advrobust.metrics.robust_accuracy` ensemble); left out, :class:`EvalSpec`'s
+            defaults.
 
     Example:
         >>> cfg = StudyConfig(
@@ -537,8 +121,29 @@ class StudyConfig:
     threads: int | None = None
     seed: int = 0
     description: str = ""
+    replicates: int = 1
+    seeds: tuple[int, ...] | None = None
+    paper: bool | None = None
 
     def __post_init__(self) -> None:
+        _int(self.replicates, "replicates", minimum=1)
+        if self.seeds is not None:
+            seeds: object = self.seeds
+            if isinstance(seeds, str) or not isinstance(seeds, Sequence) or not seeds:
+                raise ConfigError(
+                    "seeds", f"must be a non-empty list of integers, got {_desc(seeds)}"
+                )
+            seeds = tuple(_int(v, f"seeds[{i}]", minimum=0) for i, v in enumerate(seeds))
+            if len(set(seeds)) != len(seeds):
+                raise ConfigError("seeds", f"contains duplicates: {list(seeds)}")
+            if self.replicates not in (1, len(seeds)):
+                raise ConfigError(
+                    "replicates",
+                    f"is {self.replicates} but seeds lists {len(seeds)}; give one of them",
+                )
+            object.__setattr__(self, "seeds", seeds)
+        if self.paper is not None:
+            _bool(self.paper, "paper")
         if not isinstance(self.name, str) or not _LABEL_RE.match(self.name):
             raise ConfigError(
                 "name", f"must be a name of letters, digits and . _ + = -, got {self.name!r}"
@@ -594,10 +199,27 @@ class StudyConfig:
             raise ConfigError(name, f"must be a non-empty list, got {_desc(value)}")
         return tuple(_build(cls, v, f"{name}[{i}]") for i, v in enumerate(value))
 
+    @property
+    def num_replicates(self) -> int:
+        """How many times every cell is trained and evaluated (``len(seeds)`` or ``replicates``)."""
+        return len(self.seeds) if self.seeds is not None else self.replicates
+
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly nested dict (lists for tuples)."""
+        """A JSON-friendly nested dict (lists for tuples).
+
+        Fields added after the first release are left out while they hold their defaults
+        (``replicates = 1``, no ``seeds``, no ``paper``, no ``evaluation.settings``, no
+        ``evaluation.robust_suite``), so configs and fingerprints of studies written before
+        them are unchanged.
+        """
         out: dict[str, Any] = _to_plain(self)
+        for key, default in (("replicates", 1), ("seeds", None), ("paper", None)):
+            if out.get(key) == default:
+                out.pop(key)
+        for key in ("settings", "robust_suite"):
+            if not out["evaluation"].get(key):
+                out["evaluation"].pop(key, None)
         return out
 
     @classmethod
@@ -612,7 +234,15 @@ class StudyConfig:
         for required in ("name", "data", "models"):
             if required not in data:
                 raise ConfigError(required, "missing (required)")
-        return cls(**dict(data))
+        values = dict(data)
+        if isinstance(values.get("paper"), bool):
+            # every evaluation procedure the config leaves out: the papers' (paper = true) or
+            # the state of the art (paper = false); without the key, EvalSpec's defaults
+            procedures = paper_evaluation() if values["paper"] else modern_evaluation()
+            evaluation = values.get("evaluation", {})
+            if isinstance(evaluation, Mapping):
+                values["evaluation"] = {**procedures, **evaluation}
+        return cls(**values)
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """Serialise to JSON text."""
@@ -685,6 +315,7 @@ class StudyConfig:
         out.pop("device")
         out.pop("threads")
         out.pop("description")
+        out.pop("paper", None)  # (the evaluation it chose is part of the identity)
         out["data"].pop("root")
         return out
 
@@ -692,6 +323,48 @@ class StudyConfig:
         """SHA-256 of :meth:`identity` in canonical JSON: equal iff the results would be equal."""
         text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def paper_evaluation() -> dict[str, Any]:
+    """The papers' own evaluation procedures, which ``paper = true`` selects.
+
+    They fill the evaluation fields a config leaves out (a field the config sets wins).
+
+    Paper 000 ("How training data affect the accuracy and robustness of neural networks for
+    image classification", ICLR 2019 submission), sec. 3: the Linf robustness is the smallest
+    eps at which I-FGSM with T steps of eps/T succeeds (bisected), the L2 robustness the
+    Carlini-Wagner L2 distance, and adversarial accuracy (eq. 5) I-FGSM at eps = Delta.
+    """
+    return {
+        "linf_attack": {"name": "BIM", "kwargs": {"steps": 10, "rel_alpha": 0.1}},
+        # Adam at 0.05 for 5 x 50 steps: the digits preset's CW-L2 before the minimal-norm
+        # attacks (at CWL2's defaults of 0.01 some examples stay unbroken in 100 steps)
+        "l2_attack": {
+            "name": "CWL2",
+            "kwargs": {"steps": 50, "binary_search_steps": 5, "lr": 0.05},
+        },
+        "delta_attack": {"name": "BIM", "kwargs": {"steps": 10, "rel_alpha": 0.1}},
+        "robust_suite": None,
+    }
+
+
+def modern_evaluation() -> dict[str, Any]:
+    """The state-of-the-art evaluation procedures, which ``paper = false`` selects.
+
+    They fill the evaluation fields a config leaves out (a field the config sets wins):
+    minimal-norm attacks for the Linf and L2 robustness (FMN-Linf; DDN for L2, which found
+    smaller L2 distances than ALMA and FMN-L2 at 100 steps on the digits preset's models, at
+    the same cost) and the AutoAttack-style ensemble of
+    :func:`advrobust.metrics.robust_accuracy` for adversarial accuracy (suite ``fast``:
+    APGD-CE and APGD-T, for speed; set ``evaluation.robust_suite = "standard"`` for
+    AutoAttack's standard version).
+    """
+    return {
+        "linf_attack": {"name": "FMN", "kwargs": {"norm": "linf", "steps": 100}},
+        "l2_attack": {"name": "DDN", "kwargs": {"steps": 100}},
+        "delta_attack": {"name": "BIM", "kwargs": {"steps": 10, "rel_alpha": 0.1}},
+        "robust_suite": "fast",
+    }
 
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -49,6 +49,8 @@ COLUMNS: tuple[str, ...] = (
     "size_param",
     "model",
     "recipe",
+    "replicate",
+    "seed",
     "metric",
     "value",
     "norm",
@@ -89,6 +91,8 @@ def _row(
         "size_param": record["size"],
         "model": record["model"],
         "recipe": record["recipe"],
+        "replicate": record.get("replicate", 0),
+        "seed": record.get("seed"),
         "metric": metric,
         "value": value,
         "norm": "",
@@ -105,10 +109,10 @@ def _row(
 def _group_key(config: StudyConfig, cell: Cell) -> tuple[object, ...]:
     mode = config.evaluation.common_set
     if mode == "sizes":
-        return ("sizes", cell.model.key, cell.recipe.name)
+        return ("sizes", cell.model.key, cell.recipe.name, cell.replicate)
     if mode == "models":
-        return ("models", cell.size, cell.recipe.name)
-    return ("all",)
+        return ("models", cell.size, cell.recipe.name, cell.replicate)
+    return ("all", cell.replicate)
 
 
 def _robustness_rows(
@@ -250,10 +254,10 @@ def build_rows(config: StudyConfig, out_dir: str | Path) -> list[dict[str, Any]]
                 if rec is not None:
                     rows.append(_row(config, rec, **item))
     order = {c.key: c.index for c in cells}
-    keyed = {(c.size, c.model.key, c.recipe.name): c.key for c in cells}
+    keyed = {(c.size, c.model.key, c.recipe.name, c.replicate): c.key for c in cells}
 
     def sort_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
-        index = order[keyed[(row["size_param"], row["model"], row["recipe"])]]
+        index = order[keyed[(row["size_param"], row["model"], row["recipe"], row["replicate"])]]
         delta = row["delta"] if row["delta"] is not None else -1.0
         return (index, row["metric"], delta, row["target"])
 

@@ -1,16 +1,13 @@
-"""Atomic files and the study's state records.
+"""The study's record files: JSON, numpy arrays and weights, written atomically.
 
-Every file the study writes goes to a temporary file in the same folder, is flushed and fsynced,
-and then moved over the target with :func:`os.replace`, so a crash leaves either the old or the
-new file, never half of one (STYLE 3.5 #20/#21).
+Every file goes through :mod:`advrobust._atomic` (temporary file in the same folder, fsync,
+``os.replace``), so a crash leaves either the old or the new file, never half of one.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from advrobust._atomic import atomic_write_bytes as atomic_write_bytes
+from advrobust._atomic import atomic_write_json as atomic_write_json
+from advrobust._atomic import atomic_write_text as atomic_write_text
 
 __all__ = [
     "atomic_write_bytes",
@@ -28,45 +29,6 @@ __all__ = [
     "save_arrays",
     "save_state_dict",
 ]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, ``os.replace``).
-
-    The file gets the permissions of a plain ``open(path, "w")`` (``0o666`` minus the umask),
-    not the owner-only mode of the temporary file, so collaborators can read a shared study.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):  # POSIX
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented JSON atomically."""
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

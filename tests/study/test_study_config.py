@@ -72,7 +72,7 @@ def test_study_config_fingerprint_ignores_device_and_description() -> None:
     [
         ({"data": {"name": "digits", "sizes": [40, 20]}}, "data.sizes", "strictly increasing"),
         ({"data": {"name": "digits", "sizes": []}}, "data.sizes", "non-empty"),
-        ({"data": {"name": "digits", "sizes": [10, "x"]}}, "data.sizes[1]", "integer"),
+        ({"data": {"name": "digits", "sizes": [10, "x"]}}, "data.sizes[1]", "must be an int"),
         ({"data": {"name": "nope", "sizes": [10]}}, "data.name", "valid datasets: "),
         ({"data": {"name": "digits", "sizes": [10], "colour": 1}}, "data.colour", "unknown key"),
         ({"models": [{"name": "mlp"}, {"name": "resnet-21"}]}, "models[1].name", "resnet-20"),
@@ -171,7 +171,7 @@ def test_study_presets_build_models_recipes_and_attacks(name: str) -> None:
     import torch
 
     from advrobust.models import INPUT_SETTINGS
-    from advrobust.study._runner import _check_config_buildable, _Data, make_attack, train_config
+    from advrobust.study._build import StudyData, check_buildable, make_attack, train_config
 
     cfg = load_preset(name)
     for recipe in cfg.recipes:
@@ -182,7 +182,7 @@ def test_study_presets_build_models_recipes_and_attacks(name: str) -> None:
     # recipes, the attacks of the chosen metrics), without the data files
     classes, channels, size = INPUT_SETTINGS[cfg.data.name]
     index = np.arange(1)
-    _check_config_buildable(cfg, _Data(None, None, [], index, index, classes, channels, size))
+    check_buildable(cfg, StudyData(None, None, [], index, index, classes, channels, size))
     probe = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     ev = cfg.evaluation
     for field in ("linf_attack", "l2_attack", "delta_attack", "transfer_attack", "deepsec_attack"):

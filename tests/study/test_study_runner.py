@@ -87,8 +87,11 @@ def test_study_run_writes_everything(tiny: tuple[StudyConfig, StudyResult]) -> N
     assert {r["subset_size"] for r in rows} == {40, 80}
     adv = [r for r in rows if r["metric"] == "adversarial_accuracy"]
     assert {r["delta"] for r in adv} == {0.1, 0.2}
-    assert all(r["attack"].startswith("BIM(") and r["attack_config"]["steps"] == 5 for r in adv)
-    assert all(r["attack_config"]["eps"] == r["delta"] for r in adv)
+    assert all(r["attack"].startswith("BIM(") for r in adv)
+    # the spec of the attack that ran, verbatim (AttackSpec.to_dict)
+    assert all(r["attack_config"]["name"] == "BIM" for r in adv)
+    assert all(r["attack_config"]["config"]["steps"] == 5 for r in adv)
+    assert all(r["attack_config"]["config"]["eps"] == r["delta"] for r in adv)
     for r in rows:
         if r["metric"] in ("accuracy", "adversarial_accuracy"):
             assert 0.0 <= r["value"] <= 1.0
@@ -322,11 +325,12 @@ def test_study_bad_model_or_recipe_fails_before_writing(
     bad_model = make_config(models=(ModelSpec("mlp", {"hiddn": 3}, label="mlp"),))
     with pytest.raises(ConfigError, match=r"hiddn") as info:
         run_study(bad_model, out, progress=False, stream=None)
-    assert info.value.field == "models[0].kwargs"
+    # the field names the offending key (before: only models[0].kwargs)
+    assert info.value.field == "models[0].kwargs.hiddn"
     bad_k = make_config(recipes=(RecipeSpec("k", "kurakin", {"k": 100}),))
     with pytest.raises(ConfigError, match=r"batch size 16") as info:
         run_study(bad_k, out, progress=False, stream=None)
-    assert info.value.field == "recipes[0].settings"
+    assert info.value.field == "recipes[0].settings.k"  # (before: recipes[0].settings)
     # nothing was written, so the corrected config may use the same folder
     assert not out.exists()
 
@@ -351,7 +355,7 @@ def test_study_label_leak_resumes_an_interrupted_evaluation(
     assert _values(again.rows) == _values(first.rows)
     (row,) = [r for r in again.rows if r["metric"] == "label_leak_count"]
     assert row["attack"].startswith("FGSM(") and "true vs predicted labels" in row["attack"]
-    assert row["attack_config"]["eps"] == 0.2 and row["delta"] == 0.2
+    assert row["attack_config"]["config"]["eps"] == 0.2 and row["delta"] == 0.2
 
 
 def test_study_merge_crash_mid_copy_leaves_no_half_cell(
@@ -387,7 +391,7 @@ def test_study_merge_crash_mid_copy_leaves_no_half_cell(
 def test_study_shards_starting_together_in_one_folder_do_not_refuse_each_other(
     tmp_path: Path, make_config: Callable[..., StudyConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from advrobust.study import _runner
+    from advrobust.study import _folder
 
     config = make_config()
     out = tmp_path / "shared"
@@ -397,26 +401,26 @@ def test_study_shards_starting_together_in_one_folder_do_not_refuse_each_other(
     def iterdir(self: Path) -> Any:
         if self == out and not (out / "study.json").exists():
             # another shard writes the state record between this shard's two looks
-            _runner._write_state(config, out)
+            _folder.write_state(config, out)
         return original(self)
 
     monkeypatch.setattr(Path, "iterdir", iterdir)
-    _runner._prepare_out_dir(config, out)  # the same study: accepted
+    _folder.prepare_out_dir(config, out)  # the same study: accepted
     with pytest.raises(StudyConfigMismatchError, match="seed: 0 -> 5"):
-        _runner._prepare_out_dir(config.replace(seed=5), out)
+        _folder.prepare_out_dir(config.replace(seed=5), out)
 
 
 def test_study_folder_of_an_older_fingerprint_definition_is_still_accepted(
     tmp_path: Path, make_config: Callable[..., StudyConfig]
 ) -> None:
-    from advrobust.study import _runner
+    from advrobust.study import _folder
 
     config = make_config()
     out = tmp_path / "older"
-    _runner._write_state(config, out)
+    _folder.write_state(config, out)
     state = json.loads((out / "study.json").read_text())
     state["fingerprint"] = "computed-by-an-older-version"
     (out / "study.json").write_text(json.dumps(state))
-    _runner._prepare_out_dir(config, out)  # the recorded config is the same study
+    _folder.prepare_out_dir(config, out)  # the recorded config is the same study
     with pytest.raises(StudyConfigMismatchError, match="seed: 0 -> 2"):
-        _runner._prepare_out_dir(config.replace(seed=2), out)
+        _folder.prepare_out_dir(config.replace(seed=2), out)
