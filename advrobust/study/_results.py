@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
+
+from advrobust.metrics import common_set_score
 
 from ._analysis import example_key, find_turning_points, summarize
 from ._config import StudyConfig
@@ -115,6 +119,10 @@ def _group_key(config: StudyConfig, cell: Cell) -> tuple[object, ...]:
     return ("all", cell.replicate)
 
 
+def _column(arrays: Mapping[str, np.ndarray], name: str, dtype: torch.dtype) -> Tensor:
+    return torch.as_tensor(np.asarray(arrays[name]), dtype=dtype)
+
+
 def _robustness_rows(
     config: StudyConfig,
     out_dir: Path,
@@ -142,16 +150,23 @@ def _robustness_rows(
         if not all(c.key in records for c in members):
             continue  # incomplete group (another shard's cells): no score yet
         arrays = {c.key: load_arrays(cell_dir(out_dir, c) / "per_example.npz") for c in members}
-        common = np.logical_and.reduce([arrays[c.key]["correct"] for c in members])
+
         for norm, _metric in norms:
-            found_all = np.logical_and.reduce([arrays[c.key][f"{norm}_found"] for c in members])
-            usable = common & found_all
+            # eq. 4 by its one definition in advrobust.metrics (the rule on unbroken examples
+            # is documented there): the same examples X' for every model of the group
+            score = common_set_score(
+                {c.key: _column(arrays[c.key], "correct", torch.bool) for c in members},
+                {c.key: _column(arrays[c.key], f"{norm}_found", torch.bool) for c in members},
+                {c.key: _column(arrays[c.key], f"{norm}_distance", torch.float64) for c in members},
+            )
+            usable = score.used.numpy()
+            scores, misses = score.scores, score.num_unbroken
             for c in members:
                 rec = records[c.key]
                 dist = arrays[c.key][f"{norm}_distance"]
-                unbroken = int((common & ~arrays[c.key][f"{norm}_found"]).sum())
+                unbroken = misses[c.key]
                 n = int(usable.sum())
-                value = float(dist[usable].mean()) if n else math.nan
+                value = scores[c.key]
                 info = rec["attacks"][norm]
                 rows.append(
                     _row(
@@ -174,7 +189,7 @@ def _robustness_rows(
                         f"unbroken_{norm}",
                         float(unbroken),
                         norm=norm,
-                        n=int(common.sum()),
+                        n=int(score.common.sum()),
                         attack=info["repr"],
                         attack_config=info["config"],
                     )
