@@ -207,6 +207,7 @@ def _report(
             print(line)
 
     def run(task: str, **changes: Any) -> TaskOutput:
+        """The study task ``task`` on this cell, with ``evaluation`` fields changed."""
         ev = dataclasses.replace(config.evaluation, **changes)
         ctx = CellEval(
             config.replace(evaluation=ev), cell, model, device, data, lambda: clean,
@@ -225,7 +226,8 @@ def _report(
         bar.update(1)
         emit("accuracy", float(clean["accuracy"]), str(clean["n"]))
         if args.suite is not None:
-            carrier = AttackSpec("BIM", {"norm": args.norm})  # (the suite's norm, eq. 5's Delta)
+            # the task takes the suite's norm from delta_attack (its attack is not run)
+            carrier = AttackSpec("BIM", {"norm": args.norm})
             out = run(
                 "adversarial-accuracy",
                 delta_attack=carrier,
