@@ -30,9 +30,9 @@ from ._build import (
 )
 from ._config import StudyConfig
 from ._folder import cell_dir
-from ._grid import Cell, part_seed
+from ._grid import Cell
 from ._state import atomic_write_json, load_arrays, read_json, save_arrays, save_state_dict
-from ._tasks import CellEval, TaskOutput, clean_pass, get_task
+from ._tasks import CellEval, TaskOutput, clean_pass, get_task, run_task
 
 __all__ = ["run_cell", "stage_count"]
 
@@ -163,14 +163,7 @@ def _evaluate(
         output = load_part(folder, name)
         if output is None:
             start = time.perf_counter()
-            # the task's own seed of torch's global generator (dropout, default generators)
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(part_seed(cell.seed, name))
-                output = task.run(ctx)
-            if not isinstance(output, TaskOutput):
-                raise TypeError(
-                    f"study task {name!r} must return a TaskOutput, got {type(output).__name__}"
-                )
+            output = run_task(name, ctx)  # under the task's own seed of torch's generator
             seconds = time.perf_counter() - start
             save_part(folder, name, output, seconds)
         else:

@@ -45,6 +45,7 @@ __all__ = [
     "TaskOutput",
     "get_task",
     "register_task",
+    "run_task",
     "task_names",
 ]
 
@@ -75,6 +76,8 @@ class CellEval:
         model: the trained model (in eval mode).
         device: where the model and data are.
         data: the study's data.
+        progress: whether the tasks draw progress bars (the ``evaluate`` command on a
+            terminal; a study draws one bar per cell instead).
     """
 
     def __init__(
@@ -85,12 +88,15 @@ class CellEval:
         device: torch.device,
         data: StudyData,
         clean: Callable[[], Mapping[str, Any]],
+        *,
+        progress: bool = False,
     ) -> None:
         self.config = config
         self.cell = cell
         self.model = model
         self.device = device
         self.data = data
+        self.progress = progress
         self._clean_loader = clean
         self._clean: Mapping[str, Any] | None = None
         self._eval: tuple[Tensor, Tensor] | None = None
@@ -150,7 +156,12 @@ class CellEval:
 
 
 def clean_pass(
-    config: StudyConfig, model: nn.Module, device: torch.device, data: StudyData
+    config: StudyConfig,
+    model: nn.Module,
+    device: torch.device,
+    data: StudyData,
+    *,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """One :func:`advrobust.metrics.accuracy` call for the accuracy set and evaluation sample.
 
@@ -165,7 +176,7 @@ def clean_pass(
     inside[inside] = data.acc_idx[position[inside]] == data.eval_idx[inside]
     with torch.inference_mode():  # no gradient: large batches, no autograd bookkeeping
         xa, ya = subset_tensors(data.test, data.acc_idx, device)
-        res: AccuracyResult = M.accuracy(model, (xa, ya), batch_size=batch)
+        res: AccuracyResult = M.accuracy(model, (xa, ya), batch_size=batch, progress=progress)
         if inside.all():
             correct = res.correct.cpu().numpy()[position]
         else:
@@ -264,6 +275,31 @@ def get_task(name: str) -> EvalTask:
     return _TASKS[name]
 
 
+def run_task(name: str, ctx: CellEval) -> TaskOutput:
+    """Run the per-cell task ``name`` on ``ctx`` as a study cell does.
+
+    The task draws from torch's global generator (dropout, default generators) under a seed
+    of its own, ``part_seed(cell.seed, name)``, and the caller's generator state is restored
+    afterwards: the same cell seed gives the same numbers in a study, after a resume and in
+    ``advrobust evaluate --seed``.
+
+    Raises:
+        ValueError: ``name`` is unknown, or a cross-model task (run per group of cells).
+        TypeError: the task returned something other than a :class:`TaskOutput`.
+    """
+    run = get_task(name).run
+    if run is None:
+        raise ValueError(f"study task {name!r} runs once per group of cells, not per cell")
+    devices = [ctx.device] if ctx.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(part_seed(ctx.cell.seed, name))
+        output: object = run(ctx)  # (a user task may return anything)
+    if not isinstance(output, TaskOutput):
+        got = type(output).__name__
+        raise TypeError(f"study task {name!r} must return a TaskOutput, got {got}")
+    return output
+
+
 # --------------------------------------------------------------------------------------------
 # the built-in tasks
 
@@ -300,6 +336,7 @@ def _distortion(norm: str) -> Callable[[CellEval], TaskOutput]:
                 (xs, ys),
                 attack,
                 batch_size=ctx.batch_size,
+                progress=ctx.progress,
                 generator=ctx.generator(f"robustness-{norm}"),
                 **kwargs,
             )
@@ -373,6 +410,7 @@ def _adversarial_accuracy(ctx: CellEval) -> TaskOutput:
                 delta=delta,
                 norm=base.norm,
                 batch_size=ctx.batch_size,
+                progress=ctx.progress,
                 generator=gen,
             )
             value = (len(index) - int(res.success.sum())) / n_eval
@@ -420,6 +458,7 @@ def _robust_accuracy(ctx: CellEval, suite: str, norm: str) -> TaskOutput:
                 norm=norm,
                 suite=suite,
                 batch_size=ctx.batch_size,
+                progress=ctx.progress,
                 generator=gen,
             )
             alive[alive.clone()] = res.robust.to(alive.device)
