@@ -284,7 +284,8 @@ def _norms(delta: Tensor, norm: str) -> Tensor:
     flat = delta.flatten(1)
     if norm == "linf":
         return flat.abs().amax(1)
-    return torch.linalg.vector_norm(flat, ord=2, dim=1)
+    l2: Tensor = torch.linalg.vector_norm(flat, ord=2, dim=1)
+    return l2
 
 
 def _reused(ctx: CellEval, norm: str) -> bool:
