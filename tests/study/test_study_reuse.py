@@ -42,6 +42,7 @@ def _rows(result: Any) -> dict[float, dict[str, Any]]:
     return {r["delta"]: r for r in result.rows if r["metric"] == "adversarial_accuracy"}
 
 
+@pytest.mark.slow
 def test_study_adversarial_accuracy_counts_the_minimal_norm_examples_as_broken(
     tmp_path: Path, make_config: Callable[..., StudyConfig]
 ) -> None:
@@ -81,6 +82,7 @@ def test_study_adversarial_accuracy_counts_the_minimal_norm_examples_as_broken(
     assert {d: r["value"] for d, r in _rows(again).items()} == before
 
 
+@pytest.mark.slow
 def test_study_reuse_can_be_switched_off(
     tmp_path: Path, make_config: Callable[..., StudyConfig]
 ) -> None:
