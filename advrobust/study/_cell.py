@@ -169,6 +169,7 @@ def _evaluate(
         else:
             seconds = float(read_json(folder / f"eval-{name}.json").get("seconds", 0.0))
         timings[name] = seconds
+        ctx.outputs[name] = output
         rows.extend(output.rows)
         attacks.update(output.attacks)
         arrays.update(output.arrays)

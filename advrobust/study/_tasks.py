@@ -23,6 +23,7 @@ cell, resumably (each task's output is one part of the cell's record), and its r
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,8 +77,9 @@ class CellEval:
         model: the trained model (in eval mode).
         device: where the model and data are.
         data: the study's data.
-        progress: whether the tasks draw progress bars (the ``evaluate`` command on a
-            terminal; a study draws one bar per cell instead).
+        outputs: the outputs of the cell's tasks that finished before (run or reloaded), by
+            task name; a task may reuse what an earlier one computed (adversarial accuracy
+            reads the minimal Linf/L2 adversarial examples of the robustness task).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class CellEval:
         self._clean_loader = clean
         self._clean: Mapping[str, Any] | None = None
         self._eval: tuple[Tensor, Tensor] | None = None
+        self.outputs: dict[str, TaskOutput] = {}
 
     @property
     def batch_size(self) -> int:
@@ -310,6 +313,67 @@ def _accuracy(ctx: CellEval) -> TaskOutput:
     return TaskOutput([{"metric": "accuracy", "value": float(clean["accuracy"]), "n": clean["n"]}])
 
 
+def _norms(delta: Tensor, norm: str) -> Tensor:
+    """Per-example ``linf`` or ``l2`` norm of a batch of perturbations (in their dtype)."""
+    flat = delta.flatten(1)
+    if norm == "linf":
+        return flat.abs().amax(1)
+    l2: Tensor = torch.linalg.vector_norm(flat, ord=2, dim=1)
+    return l2
+
+
+def _reused(ctx: CellEval, norm: str) -> bool:
+    """Adversarial accuracy will reuse this norm's minimal adversarial examples.
+
+    True when the cell runs the ensemble (``evaluation.robust_suite``) in ``norm`` after the
+    robustness task of that norm, with a minimal-norm attack, and
+    ``evaluation.settings.adversarial-accuracy.reuse_minimal`` is not false.
+    """
+    ev = ctx.config.evaluation
+    metrics = list(ev.metrics)
+    task = f"robustness-{norm}"
+    if ev.robust_suite is None or "adversarial-accuracy" not in metrics or task not in metrics:
+        return False
+    if metrics.index(task) > metrics.index("adversarial-accuracy"):
+        return False
+    if not bool(ctx.settings("adversarial-accuracy").get("reuse_minimal", True)):
+        return False
+    return bool(ctx.attack("delta_attack").norm == norm)
+
+
+def _minimal_with_examples(
+    ctx: CellEval, attack: Any, xs: Tensor, ys: Tensor, gen: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Run a minimal-norm attack once per example, as :func:`~advrobust.metrics.minimal_distortion`.
+
+    The same batches (``evaluation.batch_size``), the same generator and the same rule:
+    the distance is the norm of ``x_adv - x`` in the attack's norm, an example counts as
+    found when the attack succeeded within the whole input box. Also returns a *verified*
+    distance per example, for reuse by adversarial accuracy: the norm of ``x_adv - x``
+    computed in float64 from the tensors themselves, kept only where ``x_adv`` lies inside
+    the input box and a fresh inference-mode forward pass misclassifies it (``inf``
+    elsewhere). Returns ``(distance, found, verified)``.
+    """
+    norm = attack.spec().norm
+    lo, hi = (float(b) for b in attack.bounds)
+    limit = (hi - lo) * (math.sqrt(xs[0].numel()) if norm == "l2" else 1.0)
+    dist, found, verified = [], [], []
+    for start in range(0, len(xs), ctx.batch_size):
+        xb, yb = xs[start : start + ctx.batch_size], ys[start : start + ctx.batch_size]
+        res = attack.run(xb, yb, generator=gen)
+        measured = _norms(res.x_adv - xb, norm)
+        d = torch.where(res.success, measured, torch.full_like(measured, math.inf))
+        dist.append(d)
+        found.append(res.success & (d <= limit * (1 + 1e-6)))
+        with torch.inference_mode():
+            wrong = ctx.model(res.x_adv).argmax(1) != yb
+        inside = (res.x_adv >= lo).flatten(1).all(1) & (res.x_adv <= hi).flatten(1).all(1)
+        exact = _norms(res.x_adv.double() - xb.double(), norm)
+        ok = res.success & wrong & inside
+        verified.append(torch.where(ok, exact, torch.full_like(exact, math.inf)))
+    return torch.cat(dist), torch.cat(found), torch.cat(verified)
+
+
 def _distortion(norm: str) -> Callable[[CellEval], TaskOutput]:
     def run(ctx: CellEval) -> TaskOutput:
         from advrobust import metrics as M
@@ -326,23 +390,31 @@ def _distortion(norm: str) -> Callable[[CellEval], TaskOutput]:
                 note = f"with eps searched per example in [0, {ev.linf_max:g}]"
             else:
                 note = "with eps searched per example"
+        keep = spec.kind == "minimal" and spec.norm == norm and _reused(ctx, norm)
         n_eval = len(ctx.data.eval_idx)
         dist = np.full(n_eval, np.nan)
+        verified = np.full(n_eval, np.nan)
         found = np.zeros(n_eval, dtype=bool)
         index, xs, ys = ctx.correct_subset()
         if len(index):
-            res = M.minimal_distortion(
-                ctx.model,
-                (xs, ys),
-                attack,
-                batch_size=ctx.batch_size,
-                progress=ctx.progress,
-                generator=ctx.generator(f"robustness-{norm}"),
-                **kwargs,
-            )
+            gen = ctx.generator(f"robustness-{norm}")
             idx = index.cpu().numpy()
-            f = res.found.cpu().numpy().astype(bool)
-            dist[idx] = np.where(f, res.distance.double().cpu().numpy(), np.nan)
+            if keep:  # the adversarial examples themselves are needed: run the attack here
+                d, fd, v = _minimal_with_examples(ctx, attack, xs, ys, gen)
+                verified[idx] = v.cpu().numpy()
+            else:
+                res = M.minimal_distortion(
+                    ctx.model,
+                    (xs, ys),
+                    attack,
+                    batch_size=ctx.batch_size,
+                    progress=ctx.progress,
+                    generator=gen,
+                    **kwargs,
+                )
+                d, fd = res.distance, res.found
+            f = fd.cpu().numpy().astype(bool)
+            dist[idx] = np.where(f, d.double().cpu().numpy(), np.nan)
             found[idx] = f
         record = attack_record(attack, note)
         mean = float(dist[found].mean()) if found.any() else math.nan
@@ -355,6 +427,8 @@ def _distortion(norm: str) -> Callable[[CellEval], TaskOutput]:
             "attack_config": record["config"],
         }
         arrays = {f"{norm}_distance": dist, f"{norm}_found": found}
+        if keep:
+            arrays[f"{norm}_verified_distance"] = verified
         return TaskOutput([row], arrays, {norm: record})
 
     return run
@@ -372,9 +446,21 @@ register_task(
 )(_distortion("l2"))
 
 
+_ADV_SETTINGS = ("reuse_minimal", "steps", "n_target_classes", "restarts")
+
+
 def _check_deltas(config: StudyConfig, probe: nn.Module) -> None:
     if not config.evaluation.deltas:
         raise ConfigError("evaluation.deltas", "adversarial-accuracy needs at least one Delta")
+    where = "evaluation.settings.adversarial-accuracy"
+    for key, value in config.evaluation.settings.get("adversarial-accuracy", {}).items():
+        if key not in _ADV_SETTINGS:
+            raise ConfigError(f"{where}.{key}", f"unknown; expected one of {_ADV_SETTINGS}")
+        if key == "reuse_minimal":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}.{key}", f"must be true or false, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}.{key}", f"must be an integer >= 1, got {value!r}")
 
 
 def attack_at(attack: Any, delta: float) -> Any:
@@ -431,6 +517,32 @@ def _adversarial_accuracy(ctx: CellEval) -> TaskOutput:
     return TaskOutput(rows)
 
 
+def _suite(ctx: CellEval, suite: str, norm: str, delta: float) -> tuple[Any, dict[str, Any]]:
+    """The ensemble at ``delta`` and the overrides applied (the suite's name when none).
+
+    The overrides of ``evaluation.settings.adversarial-accuracy`` (``steps``,
+    ``n_target_classes``, ``restarts``) apply to every member of the named suite that takes
+    them.
+    """
+    from advrobust import metrics as M
+    from advrobust.attacks import attack_info, create_attack
+
+    overrides = {
+        k: v for k, v in ctx.settings("adversarial-accuracy").items() if k != "reuse_minimal"
+    }
+    if not overrides:
+        return suite, {}
+    members = []
+    for entry in M.ATTACK_SUITES[suite]:
+        params = set(inspect.signature(attack_info(entry.name).cls.__init__).parameters)
+        given = {"eps": delta, "norm": norm}
+        kwargs = {k: v for k, v in given.items() if k in params}
+        kwargs.update(entry.settings)
+        kwargs.update({k: v for k, v in overrides.items() if k in params})
+        members.append(create_attack(entry.name, ctx.model, **kwargs))
+    return members, overrides
+
+
 def _robust_accuracy(ctx: CellEval, suite: str, norm: str) -> TaskOutput:
     """Adversarial accuracy at each Delta as :func:`advrobust.metrics.robust_accuracy`.
 
@@ -438,35 +550,74 @@ def _robust_accuracy(ctx: CellEval, suite: str, norm: str) -> TaskOutput:
     as in eq. 5), and the Deltas run in increasing order, each on the examples still robust
     at the Delta before: a perturbation within Delta_1 lies within every Delta_2 > Delta_1,
     so an example broken at Delta_1 is broken at Delta_2 (the per-example worst case over the
-    nested balls, as the ensemble keeps it over its attacks). The row records the suite and
-    every member's spec as it ran.
+    nested balls, as the ensemble keeps it over its attacks).
+
+    Reuse across metrics: when the robustness task of the same norm ran before with a
+    minimal-norm attack on the same evaluation sample, its adversarial example of each
+    correctly classified example is an attack of its own: an example whose *verified*
+    distance (the norm of ``x_adv - x`` computed in float64 from the tensors, ``x_adv``
+    inside the box and misclassified by a fresh forward pass) is at most Delta is broken at
+    Delta, exactly, without running the ensemble on it. The result stays an upper bound on
+    the robust accuracy (every example counted as broken has an adversarial input within
+    Delta). The row records the suite, every member's spec as it ran and how many examples
+    the minimal-norm attack broke (``attack_config.minimal_norm``).
     """
     from advrobust import metrics as M
 
     n_eval = len(ctx.data.eval_idx)
     index, xs, ys = ctx.correct_subset()
     gen = ctx.generator("adversarial-accuracy")
+    prior = ctx.outputs.get(f"robustness-{norm}")
+    verified: Tensor | None = None
+    source: dict[str, Any] = {}
+    key = f"{norm}_verified_distance"
+    if (
+        prior is not None
+        and key in prior.arrays
+        and bool(ctx.settings("adversarial-accuracy").get("reuse_minimal", True))
+        and len(prior.arrays[key]) == n_eval
+    ):
+        column = np.asarray(prior.arrays[key], dtype=np.float64)[index.cpu().numpy()]
+        verified = torch.as_tensor(column, dtype=torch.float64, device=ctx.device)
+        source = {"task": f"robustness-{norm}", "attack": prior.attacks.get(norm, {}).get("repr")}
     by_delta: dict[float, dict[str, Any]] = {}
     alive = torch.ones(len(index), dtype=torch.bool, device=ctx.device)
+    overrides: dict[str, Any] = {}
     for delta in sorted(set(ctx.config.evaluation.deltas)):
         specs: list[dict[str, Any]] = []
+        minimal = 0
+        if verified is not None:
+            hit = verified <= delta  # exact: float64 norms of the stored examples, no tolerance
+            minimal = int(hit.sum())
+            alive &= ~hit
         if bool(alive.any()):
+            members, overrides = _suite(ctx, suite, norm, delta)
             res = M.robust_accuracy(
                 ctx.model,
                 (xs[alive], ys[alive]),
                 delta,
                 norm=norm,
-                suite=suite,
+                suite=members,
                 batch_size=ctx.batch_size,
                 progress=ctx.progress,
                 generator=gen,
             )
             alive[alive.clone()] = res.robust.to(alive.device)
             specs = [b.spec.to_dict() for b in res.attacks]
-        by_delta[delta] = {"robust": int(alive.sum()), "specs": specs}
+        by_delta[delta] = {"robust": int(alive.sum()), "specs": specs, "minimal": minimal}
     rows = []
     for delta in ctx.config.evaluation.deltas:
         robust, specs = by_delta[delta]["robust"], by_delta[delta]["specs"]
+        config: dict[str, Any] = {"suite": suite, "attacks": specs}
+        if overrides:
+            config["overrides"] = dict(overrides)
+        if source:
+            config["minimal_norm"] = {**source, "broken": by_delta[delta]["minimal"]}
+        name = f"robust_accuracy(suite={suite!r}, eps={delta:g}, norm={norm!r})"
+        if overrides:
+            name += " with " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+        if source:
+            name += f" after {source['task']}'s minimal-norm examples"
         rows.append(
             {
                 "metric": "adversarial_accuracy",
@@ -474,8 +625,8 @@ def _robust_accuracy(ctx: CellEval, suite: str, norm: str) -> TaskOutput:
                 "delta": delta,
                 "norm": norm,
                 "n": n_eval,
-                "attack": f"robust_accuracy(suite={suite!r}, eps={delta:g}, norm={norm!r})",
-                "attack_config": {"suite": suite, "attacks": specs},
+                "attack": name,
+                "attack_config": config,
             }
         )
     return TaskOutput(rows)

@@ -14,7 +14,12 @@ def test_study_digits_preset_full_run(tmp_path: Path) -> None:
     config = load_preset("digits")
     result = run_study(config, tmp_path / "digits", progress=False, stream=None)
     assert result.complete
-    assert sorted(p.suffix for p in result.figures) == [".png", ".svg"]
+    # every figure in PNG, SVG and PDF (the report's formats), the curves figure among them
+    stems: dict[str, set[str]] = {}
+    for p in result.figures:
+        stems.setdefault(p.stem, set()).add(p.suffix)
+    assert stems and all(s == {".png", ".svg", ".pdf"} for s in stems.values()), stems
+    assert "curves" in stems
     rows = result.rows
     sizes = sorted({r["subset_size"] for r in rows})
     assert sizes == list(config.data.sizes)
@@ -27,7 +32,7 @@ def test_study_digits_preset_full_run(tmp_path: Path) -> None:
                 if r["model"] == model and r["metric"] == metric and r["subset_size"] == size
             )
 
-        # more data, more accuracy (paper 000's first finding), and well above chance
+        # more data, more accuracy (the ICLR 2019 study's first finding), and well above chance
         assert value("accuracy", sizes[-1]) > value("accuracy", sizes[0]) + 0.05
         assert value("accuracy", sizes[-1]) > 0.9
         for metric in ("robustness_linf", "robustness_l2"):
