@@ -143,6 +143,7 @@ class CWL2(Attack):
         best_l2 = torch.full_like(ref, math.inf)
         best_adv = x.clone()
         check_every = max(1, self.steps // 10)
+        meta = x.device.type == "meta"
 
         for _ in range(self.binary_search_steps):
             w = w0.clone()
@@ -176,7 +177,8 @@ class CWL2(Attack):
                     step = self.lr / (1.0 - _ADAM_BETA1 ** (i + 1))
                     denom = (v / (1.0 - _ADAM_BETA2 ** (i + 1))).sqrt_().add_(_ADAM_EPS)
                     w = w.detach().addcdiv_(m, denom, value=-step)
-                if self.abort_early and i % check_every == 0:
+                # (meta tensors hold no values to compare: there the full budget runs)
+                if self.abort_early and not meta and i % check_every == 0:
                     total = float(loss.detach())  # one host sync every steps // 10 iterations
                     if total > prev * 0.9999:
                         break

@@ -1,13 +1,14 @@
 """Device-agnostic code, checked on the ``meta`` device.
 
 A tensor created on a hard-coded device (a stray CPU constant, a CPU random draw combined with
-the batch) fails here as it would on a GPU. Early stopping, restarts and CWL2's abort-early
-decide on data (an ``.item()`` or a data-dependent index), which meta tensors cannot answer, so
-those configurations are left out. FAB and Square shrink their batch to the examples not
-yet broken between runs or queries; on the meta device (no data) they keep every example.
-The minimal-norm attacks FMN, DDN and ALMA and their boundary refinement never sync, so they
-run here (CWL2's abort-early does). APGD restarts and APGDT's later target classes, which run
-on the examples still robust, are left out too.
+the batch) fails here as it would on a GPU. Early stopping and restarts decide on data (an
+``.item()`` or a data-dependent index), which meta tensors cannot answer, so those
+configurations are left out. FAB and Square shrink their batch to the examples not yet broken
+between runs or queries; on the meta device (no data) they keep every example. The
+minimal-norm attacks FMN, DDN and ALMA and their boundary refinement never sync, so they run
+here; CWL2's abort-early check is skipped on the meta device (the full budget runs). APGD
+restarts and APGDT's later target classes, which run on the examples still robust, are left
+out too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from advrobust.attacks import (
     APGD,
     APGDT,
     BIM,
+    CWL2,
     DDN,
     FAB,
     FGSM,
@@ -34,6 +36,7 @@ from advrobust.attacks import (
 )
 
 CONFIGS = {
+    "CWL2-abort-early": lambda m: CWL2(m, steps=4, binary_search_steps=2),
     "FGSM": lambda m: FGSM(m, 0.1),
     "FGSM-l2": lambda m: FGSM(m, 0.5, norm="l2"),
     "StepLL": lambda m: StepLL(m, 0.1),
