@@ -83,7 +83,7 @@ class ALMA(Attack):
     Rony, Granger, Pedersoli, Ben Ayed (ICCV 2021, Algorithm 1) solve
     ``min ||delta|| s.t. c(x + delta) <= 0`` with ``c`` the difference of logits ratio plus a
     small tolerance (see below), by descending the augmented Lagrangian with the penalty P2 of
-    [`penalty_p2`][advrobust.attacks._alma.penalty_p2]. With ``delta_0 = 0``, ``mu_0``, ``rho_0``
+    ``penalty_p2``. With ``delta_0 = 0``, ``mu_0``, ``rho_0``
     per example, each of the ``steps`` iterations takes one forward and one backward pass:
 
     ```text
