@@ -1,7 +1,8 @@
 """State-of-the-art evaluation, side by side with adv-lib and AutoAttack, measured in one run.
 
     python benchmarks/bench_evaluation.py              # N = 100 images, budgets 100 and 1,000 steps
-    python benchmarks/bench_evaluation.py --quick      # N = 32, budget 100 only (a few minutes)
+    python benchmarks/bench_evaluation.py --quick      # N = 32, budget 100, 2 PGD-AT epochs
+    python benchmarks/bench_evaluation.py --n 16 --budgets 100 --skip robust   # part 1 only
 
 Model and data as in ``bench_attacks.py``: the Carlini-Wagner MNIST CNN (312,202 parameters)
 trained for a few seconds on scikit-learn's digits upsampled to 28x28 (no MNIST here), attacked
@@ -20,6 +21,14 @@ on held-out images it classifies correctly. Three parts:
    model and on one adversarially trained with advrobust's own PGD-AT. Lower is stronger; the
    passes column is the total of forward passes per example.
 3. Nothing is asserted: the script prints tables.
+
+Passes are counted in examples by a wrapper around the model: ``fwd`` every row of every
+forward call, ``bwd`` every row of every backward pass that really flows through a forward's
+output (a hook on it). The floor of a row is ``fwd * t_forward + bwd * (t_forward+backward -
+t_forward)``, with both times measured right before the row (the load of a shared machine
+changes). This script replaces ``bench_minimal_norm.py`` (part 1) and
+``bench_robust_accuracy.py`` (part 2); ``bench_apgd_digits.py`` (APGD's step-size rule
+against PGD's) and ``bench_fab_square.py`` (a gradient-masking model) answer other questions.
 """
 
 # ruff: noqa: B023  (every closure below is called at once by record(), inside its loop turn)
@@ -316,6 +325,9 @@ def part_robust(models: dict[str, nn.Module], x: Tensor, y: Tensor, eps: float) 
                 generator=torch.Generator().manual_seed(0),
             )
             el = time.perf_counter() - t
+            if suite == "fast":
+                clean = float(res.clean_correct.float().mean())
+                print(f"{mname:<14}{'clean accuracy':<34}{clean:>11.3f}")
             print(
                 f"{mname:<14}{'advrobust ' + suite:<34}{res.value:>11.3f}"
                 f"{counter.rows / x.shape[0]:>9.0f}{counter.grad_rows / x.shape[0]:>9.0f}"
@@ -373,7 +385,9 @@ def main() -> None:
         part_minimal(model, x, y, budgets)
     if args.skip != "robust":
         xt, yt = x_all[test_idx][:n], y_all[test_idx][:n]
-        at = pgd_trained(x_all[train_idx], y_all[train_idx], args.eps, epochs=4)
+        at = pgd_trained(
+            x_all[train_idx], y_all[train_idx], args.eps, epochs=2 if args.quick else 4
+        )
         part_robust({"undefended": model, "PGD-AT": at}, xt, yt, args.eps)
 
 
