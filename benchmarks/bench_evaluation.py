@@ -129,7 +129,9 @@ def distances_of(x_adv: Tensor, x: Tensor, y: Tensor, model: nn.Module, norm: st
     return torch.where(ok, dist, torch.full_like(dist, math.inf))
 
 
-def part_minimal(model: nn.Module, x: Tensor, y: Tensor, budgets: list[int]) -> None:
+def part_minimal(
+    model: nn.Module, x: Tensor, y: Tensor, budgets: list[int], exclude: tuple[str, ...] = ()
+) -> None:
     counter = Counter(model).eval()
     n = x.shape[0]
     advlib = stub_adv_lib()
@@ -143,6 +145,8 @@ def part_minimal(model: nn.Module, x: Tensor, y: Tensor, budgets: list[int]) -> 
 
             An optional comparison (another library) that raises is reported and skipped.
             """
+            if any(e.lower() in name.lower() for e in exclude):
+                return
             # the floor is measured right before each row: on a shared machine the load changes
             fb, fw = floor_per_example(model, x, y)
             counter.reset()
@@ -248,6 +252,8 @@ def part_minimal(model: nn.Module, x: Tensor, y: Tensor, budgets: list[int]) -> 
 
         for steps in budgets:
             one_budget(steps)
+        if not rows:
+            continue
         best = torch.stack([r[2] for r in rows]).amin(dim=0)
         print(f"\n{norm.upper()} minimal distances on {n} images (best per example over all rows)")
         print(
@@ -362,6 +368,12 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.1, help="Linf eps of part 2")
     parser.add_argument("--skip", choices=("minimal", "robust"), default=None)
     parser.add_argument(
+        "--exclude",
+        nargs="+",
+        default=(),
+        help="skip part-1 rows whose name contains one of these (case-insensitive), e.g. fab",
+    )
+    parser.add_argument(
         "--budgets", type=int, nargs="+", default=None, help="step budgets (default 100 1000)"
     )
     args = parser.parse_args()
@@ -382,7 +394,7 @@ def main() -> None:
     x, y = x_all[right][:n].contiguous(), y_all[right][:n].contiguous()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {n} test images")
     if args.skip != "minimal":
-        part_minimal(model, x, y, budgets)
+        part_minimal(model, x, y, budgets, tuple(args.exclude))
     if args.skip != "robust":
         xt, yt = x_all[test_idx][:n], y_all[test_idx][:n]
         at = pgd_trained(
