@@ -368,6 +368,11 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.1, help="Linf eps of part 2")
     parser.add_argument("--skip", choices=("minimal", "robust"), default=None)
     parser.add_argument(
+        "--undefended-only",
+        action="store_true",
+        help="part 2 on the undefended model only (skips the PGD-AT training)",
+    )
+    parser.add_argument(
         "--exclude",
         nargs="+",
         default=(),
@@ -397,10 +402,12 @@ def main() -> None:
         part_minimal(model, x, y, budgets, tuple(args.exclude))
     if args.skip != "robust":
         xt, yt = x_all[test_idx][:n], y_all[test_idx][:n]
-        at = pgd_trained(
-            x_all[train_idx], y_all[train_idx], args.eps, epochs=2 if args.quick else 4
-        )
-        part_robust({"undefended": model, "PGD-AT": at}, xt, yt, args.eps)
+        models = {"undefended": model}
+        if not args.undefended_only:
+            models["PGD-AT"] = pgd_trained(
+                x_all[train_idx], y_all[train_idx], args.eps, epochs=2 if args.quick else 4
+            )
+        part_robust(models, xt, yt, args.eps)
 
 
 if __name__ == "__main__":
