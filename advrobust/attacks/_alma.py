@@ -11,9 +11,9 @@ from torch import Tensor, nn
 from advrobust._validate import check_int, check_logits, check_nonnegative, check_positive
 
 from ._base import Attack, CleanForward, logit_margin
-from ._fmn import _check_norm, _check_rate, _view, dual_norm, lp_norm
+from ._fmn import _check_norm, _check_rate, dual_norm
 from ._registry import register_attack
-from ._threat import _draw
+from ._threat import _draw, _per_example, lp_norm
 
 __all__ = ["ALMA", "penalty_p2", "penalty_p2_grad"]
 
@@ -266,18 +266,18 @@ class ALMA(Attack):
                 dist = lp_norm(delta, norm)
                 better = is_adv & (dist < best_norm)
                 best_norm = torch.where(better, dist, best_norm)
-                best_adv = torch.where(_view(better, x), x_new.detach(), best_adv)
+                best_adv = torch.where(_per_example(better, x), x_new.detach(), best_adv)
                 step_found = torch.where(found | ~is_adv, step_found, float(k))
                 found = found | is_adv
 
                 if norm == "l2" and k > 0:  # gradient of ||delta||_2 (0 at delta = 0)
-                    g = g + delta / _view(dist.clamp_min(_TINY), delta)
+                    g = g + delta / _per_example(dist.clamp_min(_TINY), delta)
                 if k == 0:
                     g_pre = g
                     g_norm = lp_norm(g, norm)
                     noise = _draw("randn", tuple(g.shape), g, generator)
-                    noise = noise / _view(lp_norm(noise, norm).clamp_min(_TINY), noise)
-                    g = torch.where(_view(g_norm > _TINY, g), g, noise)
+                    noise = noise / _per_example(lp_norm(noise, norm).clamp_min(_TINY), noise)
+                    g = torch.where(_per_example(g_norm > _TINY, g), g, noise)
                     if init_distance is None:
                         # linearised distance to the boundary at x: |c| / ||grad c||_dual, with
                         # grad c = g / P2'(c) (chain rule; zero gradients: the largest norm)
@@ -293,7 +293,7 @@ class ALMA(Attack):
 
                 elapsed = (k - step_found).clamp_min(0.0)
                 decay = self.lr_reduction ** (elapsed / (steps - step_found).clamp_min(1.0))
-                step_lr = _view(lr * decay, x0)
+                step_lr = _per_example(lr * decay, x0)
                 square_avg = a * square_avg + (1.0 - a) * g.square()
                 rms = square_avg.sqrt() + _RMS_EPS
                 momentum = a * momentum + g / rms

@@ -12,9 +12,9 @@ from torch import Tensor, nn
 from advrobust._validate import check_int, check_logits, check_positive, describe
 
 from ._base import Attack, CleanForward, logit_margin
-from ._fmn import _check_rate, _cosine, _view, lp_norm
+from ._fmn import _check_rate, _cosine
 from ._registry import register_attack
-from ._threat import _draw
+from ._threat import _draw, _per_example, lp_norm
 
 __all__ = ["DDN"]
 
@@ -165,19 +165,19 @@ class DDN(Attack):
                 dist = lp_norm(delta, "l2")
                 better = is_adv & (dist < best_norm)
                 best_norm = torch.where(better, dist, best_norm)
-                best_adv = torch.where(_view(better, x), x_new.detach(), best_adv)
+                best_adv = torch.where(_per_example(better, x), x_new.detach(), best_adv)
 
                 g_norm = lp_norm(g, "l2")
                 noise = _draw("randn", tuple(g.shape), g, generator)
-                noise = noise / _view(lp_norm(noise, "l2").clamp_min(_TINY), noise)
+                noise = noise / _per_example(lp_norm(noise, "l2").clamp_min(_TINY), noise)
                 step = torch.where(
-                    _view(g_norm > 0, g), g / _view(g_norm.clamp_min(_TINY), g), noise
+                    _per_example(g_norm > 0, g), g / _per_example(g_norm.clamp_min(_TINY), g), noise
                 )
                 moved = delta + alpha * step
                 radius = radius * torch.where(is_adv, 1.0 - self.gamma, 1.0 + self.gamma)
                 radius = torch.minimum(radius, worst)
                 scale = radius / lp_norm(moved, "l2").clamp_min(_TINY)
-                delta = moved * _view(scale, moved)
+                delta = moved * _per_example(scale, moved)
                 x_next = (x0 + delta).clamp(lo, hi)
                 if self.levels is not None:
                     grid = (self.levels - 1) / (hi - lo)

@@ -19,22 +19,12 @@ from advrobust._validate import (
 from ._base import Attack, CleanForward, _check_bool, _succeeded
 from ._registry import register_attack
 from ._square import _rows_left
-from ._threat import ThreatModel, _per_example, threat_from_norm
+from ._threat import ThreatModel, _per_example, lp_norm, threat_from_norm
 
 __all__ = ["FAB", "project_hyperplane_box"]
 
 _NORMS: Final = ("linf", "l2", "l1")
 _DUAL: Final = {"linf": 1.0, "l2": 2.0, "l1": math.inf}
-
-
-def _norm(v: Tensor, norm: str) -> Tensor:
-    """Per-example ``||v||_p`` of a ``(B, D)`` tensor, ``p`` from ``norm``."""
-    if norm == "linf":
-        return v.abs().amax(dim=1) if v.shape[1] else v.new_zeros(v.shape[0])
-    if norm == "l2":
-        out: Tensor = v.norm(dim=1)
-        return out
-    return v.abs().sum(dim=1)
 
 
 def project_hyperplane_box(
@@ -133,7 +123,7 @@ def _unit(shape: tuple[int, ...], like: Tensor, norm: str, gen: torch.Generator 
     else:
         t = torch.randn(shape, generator=gen, device=device, dtype=like.dtype)
     t = t.to(like.device)
-    n = _norm(t, norm)
+    n = lp_norm(t, norm)
     return t / n.clamp_min(torch.finfo(t.dtype).tiny)[:, None]
 
 
@@ -359,7 +349,7 @@ class FAB(Attack):
                 d_cur = project_hyperplane_box(cur, g, -f, self.bounds, self.norm)
                 r0 = -f - (g * (flat0 - cur)).sum(dim=1)
                 d_0 = project_hyperplane_box(flat0, g, r0, self.bounds, self.norm)
-                n_cur, n_0 = _norm(d_cur, self.norm), _norm(d_0, self.norm)
+                n_cur, n_0 = lp_norm(d_cur, self.norm), lp_norm(d_0, self.norm)
                 total = n_cur + n_0
                 ratio = torch.where(total > 0, n_cur / torch.where(total > 0, total, 1.0), 0.0)
                 alpha = ratio.clamp(0.0, self.alpha_max)[:, None]
@@ -367,7 +357,7 @@ class FAB(Attack):
                 cur = cur.clamp(lo, hi)
                 out = check_logits(self.model(cur.reshape(x0.shape)), n)
                 adv = _succeeded(out.argmax(dim=1), goal, targeted_call)
-                dist = _norm(cur - flat0, self.norm)
+                dist = lp_norm(cur - flat0, self.norm)
                 better = adv & (dist < best_d)
                 best = torch.where(better[:, None], cur, best)
                 best_d = torch.where(better, dist, best_d)

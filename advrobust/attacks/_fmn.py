@@ -12,42 +12,15 @@ from advrobust._validate import check_int, check_logits, check_positive
 
 from ._base import Attack, CleanForward, logit_margin
 from ._registry import register_attack
+from ._threat import _per_example, lp_norm
 
-__all__ = ["FMN", "dual_norm", "lp_norm", "project_l0", "project_l1", "project_lp"]
+__all__ = ["FMN", "dual_norm", "project_l0", "project_l1", "project_lp"]
 
 _NORMS: Final = ("l2", "linf", "l1", "l0")
 _DUAL: Final = {"l2": "l2", "linf": "l1", "l1": "linf"}
 # Default first step size per norm, in units of the input box width (hi - lo).
 _ALPHA_INIT: Final = {"l2": 1.0, "linf": 10.0, "l1": 5.0, "l0": 1.0}
 _TINY: Final = 1e-12
-
-
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape((-1,) + (1,) * (like.dim() - 1))
-
-
-def lp_norm(delta: Tensor, norm: str) -> Tensor:
-    """Per-example norm of ``delta`` over all non-batch dimensions, shape ``(B,)``.
-
-    ``"l0"`` counts the non-zero coordinates (returned in ``delta``'s dtype).
-
-    Example:
-        >>> import torch
-        >>> d = torch.tensor([[3.0, -4.0, 0.0]])
-        >>> [float(lp_norm(d, n)) for n in ("l2", "linf", "l1", "l0")]
-        [5.0, 4.0, 7.0, 2.0]
-    """
-    flat = delta.flatten(1)
-    if norm == "l2":
-        out: Tensor = flat.norm(dim=1)
-        return out
-    if norm == "l1":
-        return flat.abs().sum(dim=1)
-    if norm == "l0":
-        return (flat != 0).sum(dim=1).to(delta.dtype)
-    if flat.shape[1] == 0:
-        return flat.new_zeros(flat.shape[0])
-    return flat.abs().amax(dim=1)
 
 
 def dual_norm(g: Tensor, norm: str) -> Tensor:
@@ -109,9 +82,9 @@ def project_lp(delta: Tensor, eps: Tensor, norm: str) -> Tensor:
     if norm == "l2":
         n = lp_norm(delta, "l2")
         factor = torch.where(n > eps, eps / n.clamp_min(_TINY), torch.ones_like(n))
-        return delta * _view(factor, delta)
+        return delta * _per_example(factor, delta)
     if norm == "linf":
-        e = _view(eps, delta)
+        e = _per_example(eps, delta)
         return torch.maximum(torch.minimum(delta, e), -e)
     if norm == "l1":
         return project_l1(delta, eps)
@@ -280,7 +253,7 @@ class FMN(Attack):
                 dist = lp_norm(delta, norm)
                 better = is_adv & (dist < best_norm)
                 best_norm = torch.where(better, dist, best_norm)
-                best_adv = torch.where(_view(better, x), x_new.detach(), best_adv)
+                best_adv = torch.where(_per_example(better, x), x_new.detach(), best_adv)
                 found = found | is_adv
                 if norm == "l0":
                     shrink = torch.minimum(
@@ -299,7 +272,7 @@ class FMN(Attack):
                 # coordinates on a bound that the gradient pushes outwards cannot move
                 x_cur = x0 + delta
                 g = g.masked_fill(((x_cur <= lo) & (g < 0)) | ((x_cur >= hi) & (g > 0)), 0.0)
-                step = g / _view(lp_norm(g, "l2").clamp_min(_TINY), g)
+                step = g / _per_example(lp_norm(g, "l2").clamp_min(_TINY), g)
                 moved = (x_cur + alpha * step).clamp(lo, hi) - x0
                 delta = project_lp(moved, budget, norm)
         return best_adv

@@ -21,12 +21,36 @@ from typing import ClassVar, final
 import torch
 from torch import Tensor
 
-__all__ = ["L2Ball", "LinfBall", "ThreatModel", "threat_from_norm"]
+__all__ = ["L2Ball", "LinfBall", "ThreatModel", "lp_norm", "threat_from_norm"]
 
 
 def _per_example(v: Tensor, like: Tensor) -> Tensor:
     """Reshape a ``(B,)`` tensor so it broadcasts against ``like`` of shape ``(B, ...)``."""
     return v.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+def lp_norm(delta: Tensor, norm: str) -> Tensor:
+    """Per-example norm of ``delta`` over all non-batch dimensions, shape ``(B,)``.
+
+    ``"l0"`` counts the non-zero coordinates (returned in ``delta``'s dtype).
+
+    Example:
+        >>> import torch
+        >>> d = torch.tensor([[3.0, -4.0, 0.0]])
+        >>> [float(lp_norm(d, n)) for n in ("l2", "linf", "l1", "l0")]
+        [5.0, 4.0, 7.0, 2.0]
+    """
+    flat = delta.flatten(1)
+    if norm == "l2":
+        out: Tensor = flat.norm(dim=1)
+        return out
+    if norm == "l1":
+        return flat.abs().sum(dim=1)
+    if norm == "l0":
+        return (flat != 0).sum(dim=1).to(delta.dtype)
+    if flat.shape[1] == 0:
+        return flat.new_zeros(flat.shape[0])
+    return flat.abs().amax(dim=1)
 
 
 def _draw(
