@@ -124,6 +124,27 @@ def _draw(
         ax.fill_between(xs[band], lo[band], hi[band], color=kw["color"], alpha=0.18, linewidth=0)
 
 
+def _draw_recipe(
+    ax: Any,
+    summary: Sequence[Mapping[str, Any]],
+    model: str,
+    recipes: Sequence[str],
+    k: int,
+    metric: str,
+    delta: Any,
+    color: Any,
+    handles: dict[str, Any],
+) -> bool:
+    """Draw the curve of ``recipes[k]`` for ``model`` with its band; False if it has no points."""
+    xs, ys, lo, hi = _series(summary, model, recipes[k], metric, delta)
+    if not xs.size:
+        return False
+    label = model if len(recipes) == 1 else f"{model}, {recipes[k]}"
+    _draw(ax, xs, ys, lo, hi, color=color, linestyle=_LINESTYLES[k % len(_LINESTYLES)], label=label)
+    handles.setdefault(label, ax.get_lines()[-1])
+    return True
+
+
 def _grid(
     nrows: int,
     ncols: int,
@@ -198,21 +219,11 @@ def _curves(
         for j, (metric, title, ylabel) in enumerate(columns):
             ax = axes[i][j]
             for k, recipe in enumerate(recipes):
-                xs, ys, lo, hi = _series(summary, model, recipe, metric)
-                if not xs.size:
-                    continue
-                label = model if len(recipes) == 1 else f"{model}, {recipe}"
-                _draw(
-                    ax,
-                    xs,
-                    ys,
-                    lo,
-                    hi,
-                    color=colors[model],
-                    linestyle=_LINESTYLES[k % len(_LINESTYLES)],
-                    label=label,
+                drawn = _draw_recipe(
+                    ax, summary, model, recipes, k, metric, None, colors[model], handles
                 )
-                handles.setdefault(label, ax.get_lines()[-1])
+                if not drawn:
+                    continue
                 tp = turning.get((model, recipe, metric))
                 if tp is not None:
                     (star,) = ax.plot(
@@ -261,22 +272,9 @@ def _adversarial(
     for i, model in enumerate(models):
         for j, delta in enumerate(deltas):
             ax = axes[i][j]
-            for k, recipe in enumerate(recipes):
-                xs, ys, lo, hi = _series(summary, model, recipe, "adversarial_accuracy", delta)
-                if not xs.size:
-                    continue
-                label = model if len(recipes) == 1 else f"{model}, {recipe}"
-                _draw(
-                    ax,
-                    xs,
-                    ys,
-                    lo,
-                    hi,
-                    color=colors[model],
-                    linestyle=_LINESTYLES[k % len(_LINESTYLES)],
-                    label=label,
-                )
-                handles.setdefault(label, ax.get_lines()[-1])
+            for k in range(len(recipes)):
+                metric = "adversarial_accuracy"
+                _draw_recipe(ax, summary, model, recipes, k, metric, delta, colors[model], handles)
             if i == 0:
                 ax.set_title(f"{norm} budget Δ = {delta:g}", fontsize=10)
             if j == 0:
