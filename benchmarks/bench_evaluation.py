@@ -129,6 +129,12 @@ def distances_of(x_adv: Tensor, x: Tensor, y: Tensor, model: nn.Module, norm: st
     return torch.where(ok, dist, torch.full_like(dist, math.inf))
 
 
+def _excluded(entry: str, name: str, budget: int) -> bool:
+    """``entry`` is a case-insensitive part of a row's name, optionally ``@BUDGET`` (only there)."""
+    pattern, _, at = entry.partition("@")
+    return pattern.lower() in name.lower() and (not at or int(at) == budget)
+
+
 def part_minimal(
     model: nn.Module, x: Tensor, y: Tensor, budgets: list[int], exclude: tuple[str, ...] = ()
 ) -> None:
@@ -145,7 +151,7 @@ def part_minimal(
 
             An optional comparison (another library) that raises is reported and skipped.
             """
-            if any(e.lower() in name.lower() for e in exclude):
+            if any(_excluded(e, name, budget) for e in exclude):
                 return
             # the floor is measured right before each row: on a shared machine the load changes
             fb, fw = floor_per_example(model, x, y)
@@ -376,7 +382,8 @@ def main() -> None:
         "--exclude",
         nargs="+",
         default=(),
-        help="skip part-1 rows whose name contains one of these (case-insensitive), e.g. fab",
+        help="skip part-1 rows whose name contains one of these (case-insensitive), e.g. fab;"
+        " NAME@BUDGET skips them at that budget only, e.g. fab@1000",
     )
     parser.add_argument(
         "--budgets", type=int, nargs="+", default=None, help="step budgets (default 100 1000)"
