@@ -35,7 +35,9 @@ from ._loop import (
     predict_eval,
     predict_labels,
 )
-from ._results import Finding, RobustAccuracyResult, SanityReport, _frac
+from ._result_base import _frac
+from ._results_robust import RobustAccuracyResult
+from ._results_sanity import Finding, SanityReport
 
 __all__ = ["SANITY_CHECKS", "sanity_check"]
 
