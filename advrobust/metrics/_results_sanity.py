@@ -1,13 +1,47 @@
-"""Results of :func:`~advrobust.metrics.sanity_check`: the findings and the report."""
+"""The findings of :func:`~advrobust.metrics.sanity_check`: the check ids, the records, the report.
+
+Every check has an id (:data:`SANITY_CHECKS`), a title and a section of the evaluation-pitfalls
+guide; :func:`finding` makes the :class:`Finding` of a check from them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..attacks import AttackSpec
 from ._result_base import Scalar, _Result
 
-__all__ = ["Finding", "SanityReport"]
+__all__ = ["SANITY_CHECKS", "Finding", "SanityReport", "finding"]
+
+DOCS_PAGE = "docs/guide/evaluation-pitfalls.md"
+
+SANITY_CHECKS: tuple[str, ...] = (
+    "probability-outputs",
+    "randomness",
+    "zero-gradients",
+    "nonfinite-gradients",
+    "iterative-weaker-than-single-step",
+    "accuracy-not-monotone-in-eps",
+    "unbounded-attack-below-100",
+    "noise-beats-attack",
+    "adversarial-accuracy-above-clean",
+    "gradient-free-gap",
+)
+
+_TITLES = {
+    "probability-outputs": "the model outputs probabilities instead of logits",
+    "randomness": "the model's output changes between identical forward passes",
+    "zero-gradients": "the input gradient is exactly zero for many examples",
+    "nonfinite-gradients": "the input gradient contains NaN or Inf",
+    "iterative-weaker-than-single-step": "the iterative attack is weaker than the single-step one",
+    "accuracy-not-monotone-in-eps": "adversarial accuracy increases with eps",
+    "unbounded-attack-below-100": "an attack with unbounded eps does not reach 100% success",
+    "noise-beats-attack": "random noise breaks examples the gradient attack does not",
+    "adversarial-accuracy-above-clean": "accuracy on adversarial examples is above clean accuracy",
+    "gradient-free-gap": "a gradient-free attack or the ensemble breaks what the gradient attack "
+    "reports robust",
+}
 
 
 @dataclass(frozen=True, repr=False)
@@ -34,6 +68,17 @@ class Finding(_Result):
 
     def __str__(self) -> str:
         return f"[{self.id}] {self.title}\n  {self.explanation}\n  see {self.docs}"
+
+
+def finding(id_: str, explanation: str, **details: Any) -> Finding:
+    """The :class:`Finding` of check ``id_``: its title and docs anchor, the numbers as details."""
+    return Finding(
+        id=id_,
+        title=_TITLES[id_],
+        explanation=explanation,
+        docs=f"{DOCS_PAGE}#{id_}",
+        details={k: (float(v) if isinstance(v, float) else v) for k, v in details.items()},
+    )
 
 
 @dataclass(frozen=True, repr=False)

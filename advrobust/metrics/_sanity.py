@@ -4,8 +4,8 @@ Each check measures something an honest evaluation must satisfy; a violation bec
 :class:`Finding` with an explanation and a link to its section of the evaluation-pitfalls
 guide (``docs/guide/evaluation-pitfalls.md#<id>``). :func:`sanity_check` validates its
 arguments, builds the attacks and runs the selected checks in the order of
-:data:`SANITY_CHECKS`; the checks themselves are in :mod:`._sanity_checks` and
-:mod:`._sanity_gap`.
+:data:`SANITY_CHECKS`; the checks themselves are in :mod:`._sanity_model`,
+:mod:`._sanity_attacks` and :mod:`._sanity_gap`.
 """
 
 from __future__ import annotations
@@ -25,22 +25,23 @@ from .._validate import (
     check_positive,
 )
 from ._loop import bind_attack, check_model, check_norm, predict_eval
-from ._results_sanity import Finding, SanityReport
-from ._sanity_checks import (
-    SANITY_CHECKS,
+from ._results_sanity import SANITY_CHECKS, Finding, SanityReport
+from ._sanity_attacks import (
     find_accuracy_above_clean,
     find_iterative_weaker,
     find_noise_beats_attack,
-    find_nonfinite_gradients,
     find_not_monotone,
-    find_probability_outputs,
-    find_randomness,
     find_unbounded_below_100,
-    find_zero_gradients,
-    input_gradients,
     run_attacks,
 )
 from ._sanity_gap import find_gradient_free_gap, gap_inputs
+from ._sanity_model import (
+    find_nonfinite_gradients,
+    find_probability_outputs,
+    find_randomness,
+    find_zero_gradients,
+    input_gradients,
+)
 
 __all__ = ["SANITY_CHECKS", "sanity_check"]
 

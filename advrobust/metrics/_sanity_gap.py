@@ -18,8 +18,7 @@ from ..attacks import Attack, create_attack, list_attacks
 from ._loop import bind_attack, perturbation_norm
 from ._result_base import _frac
 from ._results_robust import RobustAccuracyResult
-from ._results_sanity import Finding
-from ._sanity_checks import finding
+from ._results_sanity import Finding, finding
 
 __all__ = ["find_gradient_free_gap", "gap_inputs"]
 
