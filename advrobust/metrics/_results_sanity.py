@@ -12,15 +12,18 @@ from typing import Any
 from ..attacks import AttackSpec
 from ._result_base import Scalar, _Result
 
-__all__ = ["SANITY_CHECKS", "Finding", "SanityReport", "finding"]
+__all__ = ["ATTACK_CHECKS", "SANITY_CHECKS", "Finding", "SanityReport", "finding"]
 
 DOCS_PAGE = "docs/guide/evaluation-pitfalls.md"
 
-SANITY_CHECKS: tuple[str, ...] = (
+# the checks on the model's outputs and input gradients, then those that run attacks
+_MODEL_CHECKS: tuple[str, ...] = (
     "probability-outputs",
     "randomness",
     "zero-gradients",
     "nonfinite-gradients",
+)
+ATTACK_CHECKS: tuple[str, ...] = (
     "iterative-weaker-than-single-step",
     "accuracy-not-monotone-in-eps",
     "unbounded-attack-below-100",
@@ -28,6 +31,7 @@ SANITY_CHECKS: tuple[str, ...] = (
     "adversarial-accuracy-above-clean",
     "gradient-free-gap",
 )
+SANITY_CHECKS: tuple[str, ...] = (*_MODEL_CHECKS, *ATTACK_CHECKS)
 
 _TITLES = {
     "probability-outputs": "the model outputs probabilities instead of logits",

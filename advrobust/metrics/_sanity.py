@@ -25,7 +25,7 @@ from .._validate import (
     check_positive,
 )
 from ._loop import bind_attack, check_model, check_norm, predict_eval
-from ._results_sanity import SANITY_CHECKS, Finding, SanityReport
+from ._results_sanity import ATTACK_CHECKS, SANITY_CHECKS, Finding, SanityReport
 from ._sanity_attacks import (
     find_accuracy_above_clean,
     find_iterative_weaker,
@@ -44,18 +44,6 @@ from ._sanity_model import (
 )
 
 __all__ = ["SANITY_CHECKS", "sanity_check"]
-
-# the checks that run attacks: any of them selected runs the iterative and single-step attacks
-_ATTACK_CHECKS = frozenset(
-    {
-        "iterative-weaker-than-single-step",
-        "accuracy-not-monotone-in-eps",
-        "unbounded-attack-below-100",
-        "noise-beats-attack",
-        "adversarial-accuracy-above-clean",
-        "gradient-free-gap",
-    }
-)
 
 
 def sanity_check(
@@ -206,7 +194,7 @@ def sanity_check(
         if "zero-gradients" in run:
             uses_ce = iterative.spec().config.get("loss") == "ce"
             found.append(find_zero_gradients(grad, ce_grad, uses_ce=uses_ce, tolerance=tolerance))
-    if run & _ATTACK_CHECKS:
+    if run & set(ATTACK_CHECKS):  # the iterative and single-step attacks run once for all
         runs = run_attacks(
             x,
             y,
