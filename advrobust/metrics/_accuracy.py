@@ -23,7 +23,7 @@ from ._loop import (
     predict_checked,
     run_attack,
 )
-from ._results import (
+from ._results_accuracy import (
     AccuracyRatioResult,
     AccuracyResult,
     AdversarialAccuracyResult,

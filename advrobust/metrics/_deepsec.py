@@ -33,7 +33,7 @@ from ._loop import (
     predict_eval,
     run_attack,
 )
-from ._results import DeepSecAttackResult, DeepSecDefenceResult
+from ._results_deepsec import DeepSecAttackResult, DeepSecDefenceResult
 
 __all__ = [
     "deepsec_attack_metrics",

@@ -26,7 +26,7 @@ from ._loop import (
     predict_checked,
     predict_eval,
 )
-from ._results import DistortionResult, RobustnessScoreResult
+from ._results_distortion import DistortionResult, RobustnessScoreResult
 
 __all__ = ["minimal_distortion", "robustness_score", "search_attack"]
 

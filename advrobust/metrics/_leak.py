@@ -16,7 +16,7 @@ from ._loop import (
     predict_checked,
     run_attack,
 )
-from ._results import LabelLeakResult
+from ._results_accuracy import LabelLeakResult
 
 __all__ = ["label_leak_count"]
 

@@ -31,7 +31,7 @@ from ._loop import (
     perturbation_norm,
     predict_checked,
 )
-from ._results import AttackBreakdown, RobustAccuracyResult
+from ._results_robust import AttackBreakdown, RobustAccuracyResult
 
 __all__ = ["ATTACK_SUITES", "SuiteEntry", "build_suite", "robust_accuracy"]
 

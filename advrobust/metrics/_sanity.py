@@ -2,17 +2,17 @@
 
 Each check measures something an honest evaluation must satisfy; a violation becomes a
 :class:`Finding` with an explanation and a link to its section of the evaluation-pitfalls
-guide (``docs/guide/evaluation-pitfalls.md#<id>``).
+guide (``docs/guide/evaluation-pitfalls.md#<id>``). :func:`sanity_check` validates its
+arguments, builds the attacks and runs the selected checks in the order of
+:data:`SANITY_CHECKS`; the checks themselves are in :mod:`._sanity_model`,
+:mod:`._sanity_attacks` and :mod:`._sanity_gap`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validate import (
@@ -23,117 +23,27 @@ from .._validate import (
     check_model_device,
     check_nonnegative,
     check_positive,
-    describe,
-    model_state_guard,
 )
-from ..attacks import Attack, create_attack, list_attacks, logit_margin
-from ._loop import (
-    bind_attack,
-    check_model,
-    check_norm,
-    perturbation_norm,
-    predict_eval,
-    predict_labels,
+from ._loop import bind_attack, check_model, check_norm, predict_eval
+from ._results_sanity import ATTACK_CHECKS, SANITY_CHECKS, Finding, SanityReport
+from ._sanity_attacks import (
+    find_accuracy_above_clean,
+    find_iterative_weaker,
+    find_noise_beats_attack,
+    find_not_monotone,
+    find_unbounded_below_100,
+    run_attacks,
 )
-from ._results import Finding, RobustAccuracyResult, SanityReport, _frac
+from ._sanity_gap import find_gradient_free_gap, gap_inputs
+from ._sanity_model import (
+    find_nonfinite_gradients,
+    find_probability_outputs,
+    find_randomness,
+    find_zero_gradients,
+    input_gradients,
+)
 
 __all__ = ["SANITY_CHECKS", "sanity_check"]
-
-DOCS_PAGE = "docs/guide/evaluation-pitfalls.md"
-
-SANITY_CHECKS: tuple[str, ...] = (
-    "probability-outputs",
-    "randomness",
-    "zero-gradients",
-    "nonfinite-gradients",
-    "iterative-weaker-than-single-step",
-    "accuracy-not-monotone-in-eps",
-    "unbounded-attack-below-100",
-    "noise-beats-attack",
-    "adversarial-accuracy-above-clean",
-    "gradient-free-gap",
-)
-
-_TITLES = {
-    "probability-outputs": "the model outputs probabilities instead of logits",
-    "randomness": "the model's output changes between identical forward passes",
-    "zero-gradients": "the input gradient is exactly zero for many examples",
-    "nonfinite-gradients": "the input gradient contains NaN or Inf",
-    "iterative-weaker-than-single-step": "the iterative attack is weaker than the single-step one",
-    "accuracy-not-monotone-in-eps": "adversarial accuracy increases with eps",
-    "unbounded-attack-below-100": "an attack with unbounded eps does not reach 100% success",
-    "noise-beats-attack": "random noise breaks examples the gradient attack does not",
-    "adversarial-accuracy-above-clean": "accuracy on adversarial examples is above clean accuracy",
-    "gradient-free-gap": "a gradient-free attack or the ensemble breaks what the gradient attack "
-    "reports robust",
-}
-
-
-def _finding(id_: str, explanation: str, **details: Any) -> Finding:
-    return Finding(
-        id=id_,
-        title=_TITLES[id_],
-        explanation=explanation,
-        docs=f"{DOCS_PAGE}#{id_}",
-        details={k: (float(v) if isinstance(v, float) else v) for k, v in details.items()},
-    )
-
-
-def _forward_twice_keep_buffers(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Two forward passes in the model's current mode; buffers (BN statistics) restored.
-
-    The passes run on a fork of the global RNG, so dropout here leaves the caller's random
-    stream where it was.
-    """
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    devices = [x.device] if x.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            a, b2 = model(x), model(x)
-    finally:
-        with torch.no_grad():
-            for buf, saved in buffers:
-                buf.copy_(saved)
-    return a, b2
-
-
-def _differs(a: Tensor, b: Tensor) -> float:
-    if a.shape != b.shape:
-        return math.inf
-    scale = float(a.abs().max()) if a.numel() else 0.0
-    diff = float((a - b).abs().max()) if a.numel() else 0.0
-    return diff / max(scale, 1e-12)
-
-
-def _input_grads(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Input gradients of the logit margin (does not saturate) and of the cross-entropy."""
-    with torch.inference_mode(False), torch.enable_grad():
-        xr = x.detach().clone().requires_grad_(True)
-        z = model(xr)
-        (margin,) = torch.autograd.grad(logit_margin(z, y).sum(), xr, retain_graph=True)
-        (ce,) = torch.autograd.grad(F.cross_entropy(z, y, reduction="sum"), xr)
-    return margin, ce
-
-
-def _all_zero(grad: Tensor) -> Tensor:
-    """Bool ``(B,)``: the example's gradient is finite and exactly zero."""
-    flat = grad.flatten(1)
-    return torch.isfinite(flat).all(1) & (flat.abs().amax(1) == 0)
-
-
-def _noise(
-    x: Tensor, eps: float, norm: str, samples: int, generator: torch.Generator | None
-) -> Tensor:
-    shape = (samples, *x.shape)
-    dev = generator.device if generator is not None else x.device
-    u = torch.rand(shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
-    if norm == "linf":
-        delta = eps * torch.sign(u - 0.5)
-    else:
-        g = torch.randn(shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
-        flat = g.flatten(2)
-        delta = (eps * flat / flat.norm(dim=2, keepdim=True).clamp_min(1e-12)).reshape(shape)
-    return delta
 
 
 def sanity_check(
@@ -249,7 +159,7 @@ def sanity_check(
     )
     wants_gap = "gradient-free-gap" in selected
     # arguments are checked even when the check is not selected; Square is built only for it
-    gf, ens = _gap_inputs(
+    gf, ens = gap_inputs(
         model,
         x,
         eps,
@@ -263,7 +173,6 @@ def sanity_check(
     elif gf is None and ens is None:
         selected = tuple(c for c in selected if c != "gradient-free-gap")
     specs = (iterative.spec(), single.spec(), *(() if gf is None else (gf.spec(),)))
-    findings: list[Finding] = []
     run = set(selected)
 
     logits = predict_eval(model, x)
@@ -272,341 +181,70 @@ def sanity_check(
     check_labels(y, int(x.shape[0]), "y", num_classes=int(logits.shape[1]))
     correct = logits.argmax(1) == y
     n_correct = int(correct.sum())
-    clean_acc = _frac(correct)
 
+    found: list[Finding | None] = []
     if "probability-outputs" in run:
-        rows = logits.double()
-        probs = bool(((rows >= 0) & (rows <= 1)).all()) and bool(
-            ((rows.sum(1) - 1).abs() < 1e-3).all()
-        )
-        logprobs = bool((rows <= 0).all()) and bool((rows.logsumexp(1).abs() < 1e-3).all())
-        if probs or logprobs:
-            kind = "probabilities (softmax)" if probs else "log-probabilities (log_softmax)"
-            findings.append(
-                _finding(
-                    "probability-outputs",
-                    f"Every output row looks like {kind}. advrobust expects logits: the "
-                    "attacks' cross-entropy applies softmax again, which flattens the loss and "
-                    "its gradients, and CW's margin loss is meaningless on probabilities. "
-                    "Remove the final softmax layer before evaluating.",
-                    kind=kind,
-                )
-            )
-
+        found.append(find_probability_outputs(logits))
     if "randomness" in run:
-        in_train = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
-        first, second = _forward_twice_keep_buffers(model, x)
-        current = _differs(first, second)
-        with model_state_guard(model):
-            a_eval, b_eval = _forward_twice_keep_buffers(model, x)
-        in_eval = _differs(a_eval, b_eval)
-        if current > 1e-5 or in_eval > 1e-5:
-            where = "in eval mode (a randomised model)" if in_eval > 1e-5 else "in its current mode"
-            findings.append(
-                _finding(
-                    "randomness",
-                    f"Two forward passes on the same input differ {where} (relative "
-                    f"difference {max(current, in_eval):.3g}). Modules in training mode: "
-                    f"{', '.join(in_train[:8]) or 'none'}. Call model.eval() before evaluating "
-                    "(advrobust attacks and metrics do, but your own accuracy code may not); "
-                    "a model that is random in eval mode needs Expectation over "
-                    "Transformation, not a single-sample attack.",
-                    relative_difference_current_mode=current,
-                    relative_difference_eval_mode=in_eval,
-                    modules_in_training_mode=len(in_train),
-                )
-            )
-
+        found.append(find_randomness(model, x))
     if "zero-gradients" in run or "nonfinite-gradients" in run:
-        with model_state_guard(model):
-            grad, ce_grad = _input_grads(model, x, y)
-        finite = torch.isfinite(grad.flatten(1)).all(1)
-        zero = _all_zero(grad)
-        # cross-entropy gradient zero where the margin's is not: a saturated softmax
-        saturated = _all_zero(ce_grad) & ~zero & finite
-        if "nonfinite-gradients" in run and not bool(finite.all()):
-            findings.append(
-                _finding(
-                    "nonfinite-gradients",
-                    f"The input gradient is NaN or Inf for {int((~finite).sum())} of "
-                    f"{x.shape[0]} examples. Gradient attacks then step in meaningless "
-                    "directions. Look for log(0), division by zero or a custom backward.",
-                    fraction=_frac(~finite),
-                )
-            )
-        masked = _frac(zero) > tolerance
-        # the margin loss only helps attacks that would otherwise use the cross-entropy
-        uses_ce = iterative.spec().config.get("loss") == "ce"
-        softmax_saturated = uses_ce and _frac(saturated) > tolerance
-        if "zero-gradients" in run and (masked or softmax_saturated):
-            parts = []
-            if masked:
-                parts.append(
-                    f"The gradient of the logit margin is exactly zero for {int(zero.sum())} "
-                    f"of {x.shape[0]} examples. A quantising or non-differentiable layer "
-                    "(rounding, thresholding, JPEG) masks the gradient: gradient attacks "
-                    "cannot move and robustness looks high. Attack through a differentiable "
-                    "approximation (BPDA) or with gradient-free attacks."
-                )
-            if softmax_saturated:
-                parts.append(
-                    f"The cross-entropy gradient is exactly zero for {int(saturated.sum())} "
-                    f"of {x.shape[0]} examples although the logit margin's is not: the "
-                    "softmax saturates (an over-confident model), so cross-entropy attacks "
-                    'cannot move. Attack with the margin loss, e.g. BIM(model, loss="margin")'
-                    ' or PGD(model, loss="margin"), or with CWL2.'
-                )
-            findings.append(
-                _finding(
-                    "zero-gradients",
-                    " ".join(parts),
-                    fraction=_frac(zero | saturated) if uses_ce else _frac(zero),
-                    margin_zero_fraction=_frac(zero),
-                    cross_entropy_zero_fraction=_frac(saturated | zero),
-                    suggest_margin_loss=softmax_saturated,
-                )
-            )
-
-    need_attacks = run & {
-        "iterative-weaker-than-single-step",
-        "accuracy-not-monotone-in-eps",
-        "unbounded-attack-below-100",
-        "noise-beats-attack",
-        "adversarial-accuracy-above-clean",
-        "gradient-free-gap",
-    }
-    if not need_attacks:
-        return SanityReport(tuple(findings), selected, specs)
-
-    # One batched call of the iterative attack: the eps grid, eps itself and the whole box.
-    b = int(x.shape[0])
-    box = bounds[1] - bounds[0]
-    unbounded_eps = box if norm == "linf" else box * math.sqrt(x[0].numel())
-    eps_values = [*grid, eps, unbounded_eps]
-    xs = x.repeat(len(eps_values), *([1] * (x.dim() - 1)))
-    ys = y.repeat(len(eps_values))
-    es = torch.tensor(eps_values, dtype=x.dtype, device=x.device).repeat_interleave(b)
-    res = iterative.run(xs, ys, eps=es, generator=generator)
-    adv_correct = (res.adv_pred == ys).reshape(len(eps_values), b)
-    succ = res.success.reshape(len(eps_values), b)
-    iter_success_at_eps = succ[len(grid)] & correct
-    single_res = single.run(x, y, eps=eps, generator=generator)
-    single_success = single_res.success & correct
-
-    if "iterative-weaker-than-single-step" in run and n_correct:
-        gap = (int(single_success.sum()) - int(iter_success_at_eps.sum())) / b
-        if gap > tolerance:
-            findings.append(
-                _finding(
-                    "iterative-weaker-than-single-step",
-                    f"At eps={eps:.4g} the single-step attack breaks {int(single_success.sum())}"
-                    f" examples, the iterative attack only {int(iter_success_at_eps.sum())}. An "
-                    "iterative attack includes the single step as a special case; when it does "
-                    "worse its step size or iteration count is wrong, or the loss surface is "
-                    "masked (iterates get stuck). Tune the attack before trusting its number.",
-                    single_step_success=_frac(single_success),
-                    iterative_success=_frac(iter_success_at_eps),
-                )
-            )
-
-    if "accuracy-not-monotone-in-eps" in run:
-        order = sorted(range(len(grid)), key=lambda i: grid[i])
-        accs = [clean_acc] + [_frac(adv_correct[i]) for i in order]
-        epss = [0.0] + [grid[i] for i in order]
-        rises = [
-            (epss[i], epss[i + 1], accs[i], accs[i + 1])
-            for i in range(len(accs) - 1)
-            if accs[i + 1] > accs[i] + tolerance
-        ]
-        if rises:
-            e0, e1, a0, a1 = rises[0]
-            findings.append(
-                _finding(
-                    "accuracy-not-monotone-in-eps",
-                    f"Adversarial accuracy rises from {a0:.3f} at eps={e0:.4g} to {a1:.3f} at "
-                    f"eps={e1:.4g}. A larger ball contains the smaller one, so a working attack "
-                    "can only do better. Typical causes: a fixed absolute step size that "
-                    "overshoots at small eps, too few iterations, or gradient masking.",
-                    eps_from=e0,
-                    eps_to=e1,
-                    accuracy_from=a0,
-                    accuracy_to=a1,
-                )
-            )
-
-    if "unbounded-attack-below-100" in run and n_correct:
-        broken = succ[-1] & correct
-        unbroken = n_correct - int(broken.sum())
-        if unbroken > 0:
-            findings.append(
-                _finding(
-                    "unbounded-attack-below-100",
-                    f"With eps={unbounded_eps:.4g} (the whole input box) the attack leaves "
-                    f"{unbroken} of {n_correct} correctly classified examples unbroken. Any "
-                    "image can be reached at this eps, so a sound attack reaches 100%: the "
-                    "attack is not optimising properly (masked or zero gradients, too few "
-                    "steps) and its numbers at small eps are not trustworthy either.",
-                    success=int(broken.sum()) / max(n_correct, 1),
-                    unbroken=unbroken,
-                )
-            )
-
-    if "noise-beats-attack" in run and noise_samples > 0 and n_correct:
-        delta = _noise(x, eps, norm, noise_samples, generator)
-        xn = (x.unsqueeze(0) + delta).clamp(bounds[0], bounds[1]).flatten(0, 1)
-        pn = predict_labels(model, xn).reshape(noise_samples, b)
-        noise_broken = (pn != y).any(0) & correct
-        beats = noise_broken & ~iter_success_at_eps
-        if _frac(beats) > tolerance:
-            findings.append(
-                _finding(
-                    "noise-beats-attack",
-                    f"Random perturbations of size eps={eps:.4g} break {int(beats.sum())} "
-                    "examples the gradient attack does not break. The gradient is not "
-                    "pointing anywhere useful (gradient masking, wrong loss, wrong labels) "
-                    "and the attack's success rate overstates robustness.",
-                    noise_only=int(beats.sum()),
-                    noise_success=_frac(noise_broken),
-                    attack_success=_frac(iter_success_at_eps),
-                )
-            )
-
-    if "adversarial-accuracy-above-clean" in run:
-        single_acc = _frac(single_res.adv_pred == y)
-        iter_acc = _frac(adv_correct[len(grid)])
-        worst = max(single_acc, iter_acc)
-        if worst > clean_acc + tolerance:
-            findings.append(
-                _finding(
-                    "adversarial-accuracy-above-clean",
-                    f"Accuracy under attack ({worst:.3f}) is above clean accuracy "
-                    f"({clean_acc:.3f}). Attacks built with the true label can leak it: a model "
-                    "trained on such examples learns to read the label from the perturbation "
-                    "(Kurakin et al. 2016 sec. 4.2). Attack with the model's predicted labels "
-                    "(y=None) and count leaks with label_leak_count.",
-                    clean_accuracy=clean_acc,
-                    single_step_accuracy=single_acc,
-                    iterative_accuracy=iter_acc,
-                )
-            )
-
-    if "gradient-free-gap" in run and n_correct:
-        finding = _gap_finding(
-            model, x, y, eps, norm, correct, iter_success_at_eps, gf, ens, tolerance, generator
+        grad, ce_grad = input_gradients(model, x, y)
+        if "nonfinite-gradients" in run:
+            found.append(find_nonfinite_gradients(grad))
+        if "zero-gradients" in run:
+            uses_ce = iterative.spec().config.get("loss") == "ce"
+            found.append(find_zero_gradients(grad, ce_grad, uses_ce=uses_ce, tolerance=tolerance))
+    if run & set(ATTACK_CHECKS):  # the iterative and single-step attacks run once for all
+        runs = run_attacks(
+            x,
+            y,
+            correct,
+            iterative,
+            single,
+            eps=eps,
+            grid=grid,
+            norm=norm,
+            bounds=bounds,
+            generator=generator,
         )
-        if finding is not None:
-            findings.append(finding)
-
-    return SanityReport(tuple(findings), selected, specs)
-
-
-def _gap_inputs(
-    model: nn.Module,
-    x: Tensor,
-    eps: float,
-    norm: str,
-    bounds: tuple[float, float],
-    gradient_free: object,
-    ensemble: object,
-) -> tuple[Attack | None, RobustAccuracyResult | None]:
-    """The gradient-free attack and the ensemble result of ``gradient-free-gap``, checked."""
-    gf: Attack | None = None
-    if gradient_free is None:
-        if "Square" in list_attacks():
-            gf = create_attack("Square", model, eps=eps, norm=norm, queries=1000, bounds=bounds)
-    elif gradient_free is not False:
-        gf = bind_attack(gradient_free, model, "gradient_free")
-    if ensemble is None:
-        return gf, None
-    if not isinstance(ensemble, RobustAccuracyResult):
-        raise TypeError(
-            f"ensemble must be a RobustAccuracyResult from robust_accuracy, got "
-            f"{describe(ensemble)}"
-        )
-    b = int(x.shape[0])
-    if tuple(ensemble.robust.shape) != (b,):
-        raise ValueError(
-            f"ensemble must be computed on this batch: it has {ensemble.robust.numel()} "
-            f"examples, x has {b}"
-        )
-    if ensemble.norm != norm or not math.isclose(ensemble.eps, eps, rel_tol=1e-6):
-        raise ValueError(
-            f"ensemble was computed at eps={ensemble.eps:.6g} in {ensemble.norm!r}, but the "
-            f"checks run at eps={eps:.6g} in {norm!r}; pass the same eps and norm"
-        )
-    return gf, ensemble
-
-
-def _gap_finding(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float,
-    norm: str,
-    correct: Tensor,
-    gradient_broken: Tensor,
-    gf: Attack | None,
-    ens: RobustAccuracyResult | None,
-    tolerance: float,
-    generator: torch.Generator | None,
-) -> Finding | None:
-    """The ``gradient-free-gap`` finding, or None when no source beats the gradient attack."""
-    b = int(x.shape[0])
-    limit = eps * (1 + 1e-5) + 1e-6
-    details: dict[str, Any] = {"gradient_attack_robust_accuracy": _frac(correct & ~gradient_broken)}
-    parts: list[str] = []
-    worst = 0.0
-    if gf is not None:
-        spec = gf.spec()
-        res = (
-            gf.run(x, y, eps=eps, generator=generator)
-            if spec.bounded
-            else gf.run(x, y, generator=generator)
-        )
-        dist = perturbation_norm((res.x_adv - x).double(), norm)
-        broken = (res.adv_pred != y) & correct & (dist <= limit)
-        gap = broken & ~gradient_broken
-        details[f"{spec.name}_robust_accuracy"] = _frac(correct & ~broken)
-        details[f"{spec.name}_only"] = int(gap.sum())
-        worst = max(worst, _frac(gap))
-        if _frac(gap) > tolerance:
-            parts.append(
-                f"the gradient-free {spec.name} attack breaks {int(gap.sum())} of {b} examples "
-                f"the gradient attack reports robust (robust accuracy "
-                f"{_frac(correct & ~gradient_broken):.3f} under the gradient attack, "
-                f"{_frac(correct & ~broken):.3f} under {spec.name})"
+        if "iterative-weaker-than-single-step" in run and n_correct:
+            found.append(find_iterative_weaker(runs, eps, tolerance))
+        if "accuracy-not-monotone-in-eps" in run:
+            found.append(find_not_monotone(runs, tolerance))
+        if "unbounded-attack-below-100" in run and n_correct:
+            found.append(find_unbounded_below_100(runs))
+        if "noise-beats-attack" in run and noise_samples > 0 and n_correct:
+            found.append(
+                find_noise_beats_attack(
+                    model,
+                    x,
+                    y,
+                    runs,
+                    eps=eps,
+                    norm=norm,
+                    bounds=bounds,
+                    samples=noise_samples,
+                    tolerance=tolerance,
+                    generator=generator,
+                )
             )
-    if ens is not None:
-        robust = ens.robust.to(x.device)
-        broken = ~robust & correct
-        gap = broken & ~gradient_broken
-        by = ens.broken_by.to(x.device)[gap]
-        names = [a.spec.name for a in ens.attacks]
-        counts = {names[i]: int((by == i).sum()) for i in range(len(names))}
-        details["ensemble_robust_accuracy"] = ens.value
-        details["ensemble_only"] = int(gap.sum())
-        for name, c in counts.items():
-            details[f"ensemble_only[{name}]"] = c
-        worst = max(worst, _frac(gap))
-        if _frac(gap) > tolerance:
-            who = ", ".join(f"{c} by {n}" for n, c in counts.items() if c)
-            parts.append(
-                f"the ensemble ({', '.join(names)}) breaks {int(gap.sum())} of {b} examples the "
-                f"gradient attack reports robust ({who}; robust accuracy "
-                f"{_frac(correct & ~gradient_broken):.3f} under the gradient attack, "
-                f"{ens.value:.3f} under the ensemble)"
+        if "adversarial-accuracy-above-clean" in run:
+            found.append(find_accuracy_above_clean(runs, y, tolerance))
+        if "gradient-free-gap" in run and n_correct:
+            found.append(
+                find_gradient_free_gap(
+                    model,
+                    x,
+                    y,
+                    eps,
+                    norm,
+                    correct,
+                    runs.iterative_at_eps,
+                    gf,
+                    ens,
+                    tolerance,
+                    generator,
+                )
             )
-    if not parts:
-        return None
-    details["gap"] = worst
-    return _finding(
-        "gradient-free-gap",
-        "At eps={:.4g}, {}. A gradient attack should do at least as well as random search; "
-        "when it does not, its gradients mislead it: gradient masking (a quantising or "
-        "non-differentiable layer, a saturated softmax, randomness). Report the ensemble's "
-        "number (robust_accuracy with the standard suite), and attack through a "
-        "differentiable approximation (BPDA) before trusting the gradient attack.".format(
-            eps, "; ".join(parts)
-        ),
-        **details,
-    )
+    findings = tuple(f for f in found if f is not None)
+    return SanityReport(findings, selected, specs)

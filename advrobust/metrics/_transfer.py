@@ -20,7 +20,7 @@ from ._loop import (
     predict_labels,
     run_attack,
 )
-from ._results import TransferMatrixResult, TransferResult
+from ._results_transfer import TransferMatrixResult, TransferResult
 
 __all__ = ["transfer_matrix", "transfer_rate"]
 
