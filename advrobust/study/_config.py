@@ -308,8 +308,9 @@ class StudyConfig:
     def identity(self) -> dict[str, Any]:
         """The part of the config that defines the results.
 
-        Not part of it: ``device``, ``threads``, ``description`` and ``data.root`` (where the
-        dataset files are, which differs between machines but not the data).
+        Not part of it: ``device``, ``threads``, ``description``, ``data.root`` (where the
+        dataset files are, which differs between machines but not the data) and
+        ``training.checkpoint_seconds`` (how often a cell's training is checkpointed).
         """
         out = self.to_dict()
         out.pop("device")
@@ -317,6 +318,7 @@ class StudyConfig:
         out.pop("description")
         out.pop("paper", None)  # (the evaluation it chose is part of the identity)
         out["data"].pop("root")
+        out["training"].pop("checkpoint_seconds", None)
         return out
 
     def fingerprint(self) -> str:

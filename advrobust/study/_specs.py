@@ -226,6 +226,10 @@ class RecipeSpec(_Spec):
 #: on small subsets train best with Adam at 1e-3 and no weight decay. Every other default is
 #: read from ``TrainConfig`` itself, so there is one source of defaults.
 STUDY_TRAINING_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0}
+#: A study's cells train for seconds to hours: a checkpoint every epoch (with its read-back and
+#: SHA-256) cost a third of the digits preset's training time, so a study checkpoints at most
+#: once a minute (a crash loses at most about a minute of a cell's training).
+STUDY_TRAINING_DEFAULTS["checkpoint_seconds"] = 60.0
 
 # the TrainConfig fields a study's ``training`` section sets directly
 _TRAIN_FIELDS = (
@@ -236,6 +240,7 @@ _TRAIN_FIELDS = (
     "momentum",
     "weight_decay",
     "checkpoint_every",
+    "checkpoint_seconds",
 )
 
 
@@ -273,6 +278,8 @@ class TrainingSpec(_Spec):
         weight_decay: L2 weight decay.
         augmentation: names of on-device augmentations (``shift``, ``flip``, ``rotation``).
         checkpoint_every: write a resumable trainer checkpoint every this many epochs.
+        checkpoint_seconds: but no sooner than this many seconds after the previous one (not
+            part of the study's identity: it does not change results).
         settings: further :class:`advrobust.training.TrainConfig` fields for every recipe.
     """
 
@@ -284,6 +291,7 @@ class TrainingSpec(_Spec):
     weight_decay: float = _train_default("weight_decay")
     augmentation: tuple[str, ...] = ()
     checkpoint_every: int = _train_default("checkpoint_every")
+    checkpoint_seconds: float = _train_default("checkpoint_seconds")
     settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

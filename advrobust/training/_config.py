@@ -120,6 +120,11 @@ class TrainConfig:
         seed: seed of the trainer's generators (data order, selection, eps, attack randomness).
         checkpoint_every: write ``last.pt`` every this many epochs (0: only on demand, at the
             end of :meth:`AdversarialTrainer.fit` and on Ctrl-C).
+        checkpoint_seconds: a checkpoint due by ``checkpoint_every`` is skipped while fewer
+            than this many seconds (wall clock) have passed since the last one was written, or
+            since :meth:`AdversarialTrainer.fit` started (0: never skipped). Bounds the work a
+            crash loses to about this long, without paying a checkpoint per epoch on short
+            epochs; the end of ``fit`` and Ctrl-C always write one. Does not change results.
         log_every: host synchronisations (progress bar figures, the non-finite loss check)
             every this many steps.
     """
@@ -146,6 +151,7 @@ class TrainConfig:
     amp: str = "none"
     seed: int = 0
     checkpoint_every: int = 1
+    checkpoint_seconds: float = 0.0
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -195,6 +201,11 @@ class TrainConfig:
             raise ValueError(f"amp must be one of {_AMP}, got {self.amp!r}")
         check_int(self.seed, "seed", minimum=0)
         check_int(self.checkpoint_every, "checkpoint_every", minimum=0)
+        set_(
+            self,
+            "checkpoint_seconds",
+            check_nonnegative(self.checkpoint_seconds, "checkpoint_seconds"),
+        )
         check_int(self.log_every, "log_every", minimum=1)
 
     @staticmethod

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 # Fields that may differ between a checkpoint's config and the resuming trainer's config.
-RESUME_FREE_FIELDS = frozenset({"epochs", "checkpoint_every", "log_every"})
+RESUME_FREE_FIELDS = frozenset({"epochs", "checkpoint_every", "checkpoint_seconds", "log_every"})
 
 
 def derive_seed(seed: int, stream: str, rank: int = 0) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -351,7 +352,8 @@ class AdversarialTrainer:
         ``epochs`` counts every epoch of this trainer, including those restored by
         :meth:`resume`: after resuming from epoch 2, ``fit(data, epochs=4)`` trains epochs 3
         and 4. A checkpoint ``last.pt`` is written to ``checkpoint_dir`` every
-        ``config.checkpoint_every`` epochs and at the end.
+        ``config.checkpoint_every`` epochs (no sooner than ``config.checkpoint_seconds``
+        after the previous one) and at the end.
 
         Args:
             train_loader: training data (see :meth:`make_loader`).
@@ -396,6 +398,7 @@ class AdversarialTrainer:
             remove_stale_temporaries(self.checkpoint_dir)  # left by a killed writer
         bar = self._progress_bar(loader, total, progress)
         written_epoch = self.epoch
+        written_at = time.monotonic()
         self._interrupts = DeferredInterrupt()
         try:
             self._interrupts.__enter__()
@@ -404,9 +407,11 @@ class AdversarialTrainer:
                 for cb in callbacks:
                     cb.on_epoch_end(self, stats)
                 every = self.config.checkpoint_every
-                if self.checkpoint_dir is not None and every and self.epoch % every == 0:
+                due = every and self.epoch % every == 0
+                waited = time.monotonic() - written_at >= self.config.checkpoint_seconds
+                if self.checkpoint_dir is not None and due and waited:
                     self.save_checkpoint()
-                    written_epoch = self.epoch
+                    written_epoch, written_at = self.epoch, time.monotonic()
         except KeyboardInterrupt:
             if bar is not None:
                 bar.close()
@@ -561,7 +566,7 @@ class AdversarialTrainer:
                 the optimizer (e.g. other parameter groups) or the scheduler. Nothing of the
                 trainer is changed then.
             ValueError: the checkpoint was written with a different config (fields other than
-                ``epochs``, ``checkpoint_every`` and ``log_every``).
+                ``epochs``, ``checkpoint_every``, ``checkpoint_seconds`` and ``log_every``).
         """
         if path is None:
             if self.checkpoint_dir is None:

@@ -65,6 +65,12 @@ def test_study_config_fingerprint_ignores_device_and_description() -> None:
     assert a.fingerprint() == _config(threads=3).fingerprint()
     assert a.fingerprint() != _config(seed=1).fingerprint()
     assert a.fingerprint() != _config(data=DataSpec(sizes=(20, 41))).fingerprint()
+    # how often a cell's training is checkpointed does not change its results
+    rare = TrainingSpec(epochs=2, augmentation=("shift",), checkpoint_seconds=600.0)
+    assert a.training.checkpoint_seconds == 60.0  # the study default
+    assert _config(training=rare).fingerprint() == a.fingerprint()
+    assert StudyConfig.from_toml(_config(training=rare).to_toml()).training == rare
+    assert a.fingerprint() != _config(training=TrainingSpec(epochs=3)).fingerprint()
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,49 @@ def test_training_checkpoint_on_demand_and_every(tmp_path):
     assert load_checkpoint(tmp_path / "d" / "last.pt")["counters"]["epoch"] == 2
 
 
+def _count_saves(monkeypatch):
+    epochs = []
+    real = AdversarialTrainer.save_checkpoint
+
+    def spy(self, *args, **kwargs):
+        epochs.append(self.epoch)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(AdversarialTrainer, "save_checkpoint", spy)
+    return epochs
+
+
+def test_training_checkpoint_seconds_skips_epoch_checkpoints_until_due(tmp_path, monkeypatch):
+    x, y = _data()
+    # 0 s (the default): every epoch, as before
+    saved = _count_saves(monkeypatch)
+    cfg = TrainConfig.clean(epochs=3, batch_size=16)
+    AdversarialTrainer(_model(), cfg, checkpoint_dir=tmp_path / "a").fit((x, y), progress=False)
+    assert saved == [1, 2, 3]
+    # a long interval: only the end of fit writes one, with the same final state
+    saved.clear()
+    slow = cfg.replace(checkpoint_seconds=3600.0)
+    tr = AdversarialTrainer(_model(), slow, checkpoint_dir=tmp_path / "b")
+    tr.fit((x, y), progress=False)
+    assert saved == [3]
+    a = load_checkpoint(tmp_path / "a" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # an interval that has passed by each epoch's end: every epoch again (clock advanced 10 s
+    # per reading)
+    saved.clear()
+    clock = iter(range(0, 10_000, 10))
+    monkeypatch.setattr("advrobust.training._trainer.time.monotonic", lambda: next(clock))
+    AdversarialTrainer(
+        _model(), cfg.replace(checkpoint_seconds=5.0), checkpoint_dir=tmp_path / "c"
+    ).fit((x, y), progress=False)
+    assert saved == [1, 2, 3]
+    # it may differ between the checkpoint and the resuming trainer (does not change results)
+    resumed = AdversarialTrainer(_model(), cfg.replace(epochs=4), checkpoint_dir=tmp_path / "b")
+    resumed.resume(tmp_path / "b" / "last.pt")
+    assert resumed.epoch == 3
+
+
 def test_training_checkpoint_resume_into_another_optimizer_layout_changes_nothing(tmp_path):
     # the model fits but the optimizer does not (two parameter groups instead of one): the
     # model must not be left overwritten by the checkpoint while the optimizer load fails

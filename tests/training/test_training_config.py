@@ -91,6 +91,9 @@ def test_training_config_is_frozen_and_specs_read_only():
         ({"amp": "fp8"}, "amp", ValueError),
         ({"seed": -2}, "seed", ValueError),
         ({"checkpoint_every": -1}, "checkpoint_every", ValueError),
+        ({"checkpoint_seconds": -1.0}, "checkpoint_seconds", ValueError),
+        ({"checkpoint_seconds": float("nan")}, "checkpoint_seconds", ValueError),
+        ({"checkpoint_seconds": "60"}, "checkpoint_seconds", TypeError),
         ({"log_every": 0}, "log_every", ValueError),
     ],
 )
