@@ -66,6 +66,15 @@ def _int_at_least(minimum: int) -> Any:
     return parse
 
 
+def _jobs_option(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return _int_at_least(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 or auto, got {text!r}") from None
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -209,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_int_at_least(1),
         help="torch CPU threads (overrides the config's threads)",
+    )
+    run.add_argument(
+        "--jobs",
+        type=_jobs_option,
+        help="cells run at the same time in worker processes: N or auto (one per core); "
+        "overrides the config's jobs; the results do not depend on it",
     )
     run.add_argument(
         "--no-progress",
@@ -421,6 +436,8 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
         config = config.replace(data=dataclasses.replace(config.data, root=args.root))
     if args.threads is not None:
         config = config.replace(threads=args.threads)
+    if args.jobs is not None:
+        config = config.replace(jobs=args.jobs)
     out = Path(args.out) if args.out else Path(f"study-{config.name}")
     _check_out_dir(out)
     # check the optional packages before any cell trains

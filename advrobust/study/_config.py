@@ -86,6 +86,10 @@ class StudyConfig:
         threads: torch intra-op CPU threads while the study runs (None: torch's default).
             Small models on small batches run fastest with 1 thread per process; the previous
             setting is restored afterwards. Not part of the study's identity.
+        jobs: cells run at the same time, each in its own worker process (``1``: one after
+            the other in this process; ``"auto"``: one per CPU core, ``threads`` cores each,
+            on the CPU, and 1 on an accelerator). Every cell draws from its own seeds, so the
+            results are the same for any ``jobs``; not part of the study's identity.
         seed: master seed; every cell derives its own seed from it and the cell's key, so a cell
             gives the same result in a full run and in any shard.
         description: free text (not part of the study's identity).
@@ -119,6 +123,7 @@ class StudyConfig:
     evaluation: EvalSpec = field(default_factory=EvalSpec)
     device: str = "auto"
     threads: int | None = None
+    jobs: int | str = 1
     seed: int = 0
     description: str = ""
     replicates: int = 1
@@ -161,6 +166,10 @@ class StudyConfig:
             )
         if self.threads is not None:
             _int(self.threads, "threads", minimum=1)
+        if self.jobs != "auto":
+            if isinstance(self.jobs, str):
+                raise ConfigError("jobs", f"must be an integer >= 1 or 'auto', got {self.jobs!r}")
+            _int(self.jobs, "jobs", minimum=1)
         _int(self.seed, "seed", minimum=0)
         if not isinstance(self.description, str):
             raise ConfigError("description", f"must be a string, got {_desc(self.description)}")
@@ -209,12 +218,12 @@ class StudyConfig:
         """A JSON-friendly nested dict (lists for tuples).
 
         Fields added after the first release are left out while they hold their defaults
-        (``replicates = 1``, no ``seeds``, no ``paper``, no ``evaluation.settings``, no
+        (``replicates = 1``, ``jobs = 1``, no ``seeds``, no ``paper``, no ``evaluation.settings``, no
         ``evaluation.robust_suite``), so configs and fingerprints of studies written before
         them are unchanged.
         """
         out: dict[str, Any] = _to_plain(self)
-        for key, default in (("replicates", 1), ("seeds", None), ("paper", None)):
+        for key, default in (("replicates", 1), ("seeds", None), ("paper", None), ("jobs", 1)):
             if out.get(key) == default:
                 out.pop(key)
         for key in ("settings", "robust_suite"):
@@ -308,13 +317,14 @@ class StudyConfig:
     def identity(self) -> dict[str, Any]:
         """The part of the config that defines the results.
 
-        Not part of it: ``device``, ``threads``, ``description``, ``data.root`` (where the
+        Not part of it: ``device``, ``threads``, ``jobs``, ``description``, ``data.root`` (where the
         dataset files are, which differs between machines but not the data) and
         ``training.checkpoint_seconds`` (how often a cell's training is checkpointed).
         """
         out = self.to_dict()
         out.pop("device")
         out.pop("threads")
+        out.pop("jobs", None)
         out.pop("description")
         out.pop("paper", None)  # (the evaluation it chose is part of the identity)
         out["data"].pop("root")

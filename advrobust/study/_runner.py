@@ -24,6 +24,7 @@ import torch
 
 from advrobust._distributed import barrier
 from advrobust._distributed import rank as process_rank
+from advrobust._distributed import world_size as process_world
 
 from ._build import check_buildable, evaluation_sample, load_cell_model, load_data, resolve_device
 from ._cell import run_cell, stage_count
@@ -41,6 +42,7 @@ from ._folder import (
     remove_stale_temporaries,
 )
 from ._grid import Cell, Shard, enumerate_cells, shard_cells
+from ._parallel import resolve_jobs, run_cells_parallel
 from ._plots import plot_results
 from ._results import (
     build_rows,
@@ -366,6 +368,18 @@ def _threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def _jobs(config: StudyConfig, dev: torch.device) -> int:
+    """Worker processes for the cells: ``config.jobs`` resolved (1 in a distributed run)."""
+    if process_world() > 1:
+        if config.jobs not in (1, "auto"):
+            raise ValueError(
+                f"jobs must be 1 or 'auto' in a distributed run (got jobs={config.jobs!r} with "
+                f"{process_world()} processes): all the processes of such a run train one cell"
+            )
+        return 1
+    return resolve_jobs(config.jobs, config.threads, dev)
+
+
 def _run_study(
     config: StudyConfig,
     out_dir: Path,
@@ -380,6 +394,7 @@ def _run_study(
     study_timings = {"data": time.perf_counter() - start}
     check_buildable(config, data)  # before anything is written
     dev = resolve_device(device or config.device)
+    jobs = _jobs(config, dev)  # (before anything is written)
     rank = process_rank()
     lock = FolderLock(out_dir, shard, wait=wait)
     if rank == 0:
@@ -390,7 +405,7 @@ def _run_study(
             remove_stale_temporaries(out_dir)
         barrier()
         return _run_cells(
-            config, out_dir, shard, progress and rank == 0, dev, stream, data, study_timings
+            config, out_dir, shard, progress and rank == 0, dev, stream, data, study_timings, jobs
         )
     finally:
         lock.release()
@@ -405,6 +420,7 @@ def _run_cells(
     stream: TextIO | None,
     data: Any,
     study_timings: dict[str, float],
+    jobs: int = 1,
 ) -> StudyResult:
     rank = process_rank()
     cells = shard_cells(enumerate_cells(config), shard)
@@ -412,12 +428,17 @@ def _run_cells(
     bars = _Progress(len(cells), progress, f"{config.name}" + (f" shard {shard}" if shard else ""))
     ran: list[str] = []
     skipped: list[str] = []
+    pending = [c for c in cells if c.key not in done]
     try:
         for cell in cells:
             if cell.key in done:
                 skipped.append(cell.key)
                 bars.advance(cell.key)
-                continue
+        if jobs > 1 and len(pending) > 1:
+            finished = set(run_cells_parallel(config, out_dir, pending, dev, jobs, bars.advance))
+            ran = [c.key for c in pending if c.key in finished]  # (grid order)
+            pending = []
+        for cell in pending:
             stage = bars.stage(cell, stage_count(config))
             try:
                 run_cell(config, cell, out_dir, data, dev, progress, stage)

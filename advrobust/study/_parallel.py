@@ -1,0 +1,147 @@
+"""Cells of one study run at the same time, each in a worker process (``jobs`` > 1).
+
+A cell is independent of every other (its own seeds, its own folder, its own record), so the
+grid parallelises over processes without changing a single number: a worker builds, trains
+and evaluates a cell exactly as the sequential loop does. The parent process keeps the
+folder lock and the progress bar, hands out the pending cells longest first (the largest
+training subset first: longest-processing-time-first scheduling keeps both workers busy until
+the end) and writes the tables when they are done.
+
+Workers start with the platform's default method (``fork`` on Linux, ``spawn`` elsewhere),
+``spawn`` whenever the device is an accelerator (CUDA cannot be forked). On Linux a worker
+dies with its parent (``PR_SET_PDEATHSIG``), so a study killed with ``kill -9`` leaves no
+orphan writing into the folder.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._config import StudyConfig
+from ._grid import Cell, enumerate_cells
+
+__all__ = ["resolve_jobs", "run_cells_parallel"]
+
+
+def resolve_jobs(jobs: int | str, threads: int | None, device: torch.device) -> int:
+    """The number of worker processes ``jobs`` asks for (``"auto"``: one per core on the CPU)."""
+    if jobs != "auto":
+        return int(jobs)
+    if device.type != "cpu":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS and Windows have no affinity call
+        cores = os.cpu_count() or 1
+    return max(1, cores // (threads or 1))
+
+
+# one study per worker process: set by the initializer, read by each task
+_WORKER: dict[str, Any] = {}
+
+
+def _die_with_parent() -> None:
+    """Linux: ask the kernel to SIGKILL this process when its parent dies (best effort)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # pragma: no cover - a libc without prctl
+        pass
+
+
+def _init_worker(config_dict: dict[str, Any], out_dir: str, device: str, threads: int) -> None:
+    from ._build import load_data
+
+    _die_with_parent()
+    # Ctrl-C reaches the whole foreground process group: the parent decides what to do,
+    # and a worker interrupted mid-cell leaves only what a killed run leaves (resumable)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    config = StudyConfig.from_dict(config_dict)
+    _WORKER.update(
+        config=config,
+        out_dir=Path(out_dir),
+        device=torch.device(device),
+        data=load_data(config),
+        cells={c.key: c for c in enumerate_cells(config)},
+    )
+
+
+def _run_one(key: str) -> str:
+    from ._cell import run_cell
+
+    w = _WORKER
+    run_cell(w["config"], w["cells"][key], w["out_dir"], w["data"], w["device"], False, None)
+    return key
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    stop = getattr(pool, "terminate_workers", None)  # Python >= 3.14
+    if callable(stop):
+        stop()
+        return
+    processes: dict[int, Any] = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        if process.is_alive():
+            process.terminate()
+
+
+def _order(cells: Sequence[Cell]) -> list[Cell]:
+    """Largest training subset first (grid order among equals): the longest cells first."""
+    return sorted(cells, key=lambda c: (-c.size_index, c.index))
+
+
+def run_cells_parallel(
+    config: StudyConfig,
+    out_dir: Path,
+    cells: Sequence[Cell],
+    device: torch.device,
+    jobs: int,
+    done: Callable[[str], None],
+) -> list[str]:
+    """Run ``cells`` in ``jobs`` worker processes; ``done(key)`` is called as each finishes.
+
+    Returns the keys of the cells run, in the order they finished. The first error of a
+    worker (or a KeyboardInterrupt here) cancels the cells not started yet, stops the workers
+    and is raised; the cells they were running are resumed by the next run, as after a crash
+    (every file of a cell is written atomically).
+    """
+    threads = config.threads or max(1, torch.get_num_threads() // jobs)
+    method = "spawn" if device.type != "cpu" else None
+    context = multiprocessing.get_context(method)
+    finished: list[str] = []
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, len(cells)),
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(config.to_dict(), str(out_dir), str(device), threads),
+    )
+    futures: list[Future[str]] = [pool.submit(_run_one, c.key) for c in _order(cells)]
+    try:
+        pending = set(futures)
+        while pending:
+            ready, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in ready:
+                key = future.result()  # a worker's exception is raised here
+                finished.append(key)
+                done(key)
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        _stop_workers(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return finished
