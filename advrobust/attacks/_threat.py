@@ -160,10 +160,7 @@ class LinfBall(ThreatModel):
 
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """``max_i |x_adv_i - x_i|`` per example."""
-        d = (x_adv - x).flatten(1)
-        if d.shape[1] == 0:
-            return d.new_zeros(d.shape[0])
-        return d.abs().amax(dim=1)
+        return lp_norm(x_adv - x, "linf")
 
 
 @final
@@ -214,8 +211,7 @@ class L2Ball(ThreatModel):
 
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """``||x_adv - x||_2`` per example."""
-        out: Tensor = (x_adv - x).flatten(1).norm(dim=1)
-        return out
+        return lp_norm(x_adv - x, "l2")
 
 
 def threat_from_norm(norm: object, name: str = "norm") -> ThreatModel:
