@@ -33,10 +33,18 @@ from ._tasks import CellEval, TaskOutput, register_task
 __all__ = ["attack_at"]
 
 
+# --------------------------------------------------------------------------------------------
+# clean accuracy
+
+
 @register_task("accuracy", description="clean accuracy on the accuracy set")
 def _accuracy(ctx: CellEval) -> TaskOutput:
     clean = ctx.clean
     return TaskOutput([{"metric": "accuracy", "value": float(clean["accuracy"]), "n": clean["n"]}])
+
+
+# --------------------------------------------------------------------------------------------
+# eq. 4: minimal distortion per example (robustness-linf, robustness-l2)
 
 
 def _reused(ctx: CellEval, norm: str) -> bool:
@@ -163,6 +171,10 @@ register_task(
     description="minimal L2 distortion per example (ICLR 2019 study, eq. 4 at aggregation)",
     attack_fields=("l2_attack",),
 )(_distortion("l2"))
+
+
+# --------------------------------------------------------------------------------------------
+# eq. 5: adversarial accuracy at each Delta, by one attack or by the ensemble
 
 
 _ADV_SETTINGS = ("reuse_minimal", "steps", "n_target_classes", "restarts")
@@ -349,6 +361,10 @@ def _robust_accuracy(ctx: CellEval, suite: str, norm: str) -> TaskOutput:
             }
         )
     return TaskOutput(rows)
+
+
+# --------------------------------------------------------------------------------------------
+# label leaking, DeepSec, transfer
 
 
 @register_task("label-leak", description="Kurakin sec. 4.2: FGSM with true vs predicted labels")
