@@ -42,6 +42,7 @@ from ._square import Square as Square
 from ._threat import L2Ball as L2Ball
 from ._threat import LinfBall as LinfBall
 from ._threat import ThreatModel as ThreatModel
+from ._threat import lp_norm as lp_norm
 
 __all__ = [
     "ALMA",
@@ -71,6 +72,7 @@ __all__ = [
     "dlr_loss",
     "list_attacks",
     "logit_margin",
+    "lp_norm",
     "project_hyperplane_box",
     "register_attack",
 ]

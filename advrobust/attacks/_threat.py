@@ -30,9 +30,27 @@ def _per_example(v: Tensor, like: Tensor) -> Tensor:
 
 
 def lp_norm(delta: Tensor, norm: str) -> Tensor:
-    """Per-example norm of ``delta`` over all non-batch dimensions, shape ``(B,)``.
+    """Per-example Lp norm of ``delta`` over all non-batch dimensions, shape ``(B,)``.
 
-    ``"l0"`` counts the non-zero coordinates (returned in ``delta``'s dtype).
+    With ``d`` the flattened perturbation of one example:
+
+    - ``"linf"``: ``max_i |d_i|`` (0 for an example with no coordinates);
+    - ``"l2"``: ``sqrt(sum_i d_i^2)``;
+    - ``"l1"``: ``sum_i |d_i|``;
+    - ``"l0"``: ``#{i : d_i != 0}``, the count of non-zero coordinates.
+
+    Computed in ``delta``'s dtype and on its device (``"l0"`` too), with no host sync; pass
+    ``delta.double()`` for float64 norms.
+
+    Args:
+        delta: perturbations of shape ``(B, ...)``.
+        norm: ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"``.
+
+    Returns:
+        The ``(B,)`` tensor of norms.
+
+    Raises:
+        ValueError: ``norm`` is none of the four.
 
     Example:
         >>> import torch
@@ -42,12 +60,14 @@ def lp_norm(delta: Tensor, norm: str) -> Tensor:
     """
     flat = delta.flatten(1)
     if norm == "l2":
-        out: Tensor = flat.norm(dim=1)
+        out: Tensor = torch.linalg.vector_norm(flat, ord=2, dim=1)
         return out
     if norm == "l1":
         return flat.abs().sum(dim=1)
     if norm == "l0":
         return (flat != 0).sum(dim=1).to(delta.dtype)
+    if norm != "linf":
+        raise ValueError(f"norm: unknown value {norm!r}; valid values: linf, l2, l1, l0")
     if flat.shape[1] == 0:
         return flat.new_zeros(flat.shape[0])
     return flat.abs().amax(dim=1)
@@ -140,10 +160,7 @@ class LinfBall(ThreatModel):
 
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """``max_i |x_adv_i - x_i|`` per example."""
-        d = (x_adv - x).flatten(1)
-        if d.shape[1] == 0:
-            return d.new_zeros(d.shape[0])
-        return d.abs().amax(dim=1)
+        return lp_norm(x_adv - x, "linf")
 
 
 @final
@@ -194,8 +211,7 @@ class L2Ball(ThreatModel):
 
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """``||x_adv - x||_2`` per example."""
-        out: Tensor = (x_adv - x).flatten(1).norm(dim=1)
-        return out
+        return lp_norm(x_adv - x, "l2")
 
 
 def threat_from_norm(norm: object, name: str = "norm") -> ThreatModel:

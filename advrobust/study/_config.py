@@ -218,9 +218,9 @@ class StudyConfig:
         """A JSON-friendly nested dict (lists for tuples).
 
         Fields added after the first release are left out while they hold their defaults
-        (``replicates = 1``, ``jobs = 1``, no ``seeds``, no ``paper``, no ``evaluation.settings``, no
-        ``evaluation.robust_suite``), so configs and fingerprints of studies written before
-        them are unchanged.
+        (``replicates = 1``, ``jobs = 1``, no ``seeds``, no ``paper``, no
+        ``evaluation.settings``, no ``evaluation.robust_suite``), so configs and fingerprints of
+        studies written before them are unchanged.
         """
         out: dict[str, Any] = _to_plain(self)
         for key, default in (("replicates", 1), ("seeds", None), ("paper", None), ("jobs", 1)):

@@ -23,7 +23,7 @@ import torch
 from advrobust import metrics as M
 from advrobust.attacks import list_attacks
 from advrobust.models import create_model
-from advrobust.study import StudyConfig, StudyResult, _cli, enumerate_cells
+from advrobust.study import StudyConfig, StudyResult, _cli, _cli_commands, enumerate_cells
 from advrobust.study._cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -600,7 +600,7 @@ def test_cli_evaluate_progress_only_on_a_terminal(
     assert main(_evaluate(weights, *FAST)) == 0  # stderr captured: not a terminal
     captured = capsys.readouterr()
     assert captured.err == "" and "[FGSM]" in captured.out
-    monkeypatch.setattr(_cli, "stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(_cli_commands, "stderr_is_terminal", lambda: True)
     assert main(_evaluate(weights, *FAST)) == 0
     captured = capsys.readouterr()
     assert "evaluate" in captured.err and "metric" in captured.err  # the bar
