@@ -10,8 +10,9 @@ from torch import Tensor, nn
 
 from advrobust._validate import check_int, check_logits, check_nonnegative, check_positive
 
-from ._base import Attack, CleanForward, logit_margin
+from ._base import Attack, CleanForward
 from ._fmn import _check_norm, _check_rate, dual_norm
+from ._losses import logit_margin
 from ._registry import register_attack
 from ._threat import _draw, _per_example, lp_norm
 

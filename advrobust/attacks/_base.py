@@ -38,7 +38,7 @@ from ._refine import refine_boundary
 from ._registry import AttackSpec
 from ._threat import L2Ball, LinfBall, ThreatModel
 
-__all__ = ["Attack", "AttackResult", "CleanForward", "logit_margin"]
+__all__ = ["Attack", "AttackResult", "CleanForward"]
 
 
 @final
@@ -199,29 +199,6 @@ class CleanForward:
 
     x: Tensor
     logits: Tensor
-
-
-def logit_margin(logits: Tensor, label: Tensor) -> Tensor:
-    """Per-example logit margin ``z_label - max_{j != label} z_j`` (negative: not ``label``).
-
-    The quantity behind Carlini-Wagner's loss f and the engine's ``loss="margin"``. Unlike
-    the cross-entropy, its gradient does not vanish when the softmax saturates.
-
-    Args:
-        logits: ``(B, K)`` logits.
-        label: Long ``(B,)`` class per example.
-
-    Returns:
-        ``(B,)`` margins in the logits' dtype.
-
-    Example:
-        >>> import torch
-        >>> logit_margin(torch.tensor([[2.0, 0.5, 1.0]]), torch.tensor([0]))
-        tensor([1.])
-    """
-    own = logits.gather(1, label[:, None]).squeeze(1)
-    mask = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, label[:, None], True)
-    return own - logits.masked_fill(mask, -math.inf).amax(dim=1)
 
 
 def _succeeded(pred: Tensor, goal: Tensor, targeted: bool) -> Tensor:

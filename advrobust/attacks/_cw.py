@@ -15,7 +15,8 @@ from advrobust._validate import (
     check_positive,
 )
 
-from ._base import Attack, CleanForward, _check_bool, logit_margin
+from ._base import Attack, CleanForward, _check_bool
+from ._losses import logit_margin
 from ._registry import register_attack
 
 __all__ = ["CWL2"]

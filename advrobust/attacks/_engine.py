@@ -19,7 +19,8 @@ from advrobust._validate import (
     check_positive,
 )
 
-from ._base import Attack, CleanForward, _check_bool, _succeeded, logit_margin
+from ._base import Attack, CleanForward, _check_bool, _succeeded
+from ._losses import logit_margin
 from ._registry import register_attack
 from ._threat import ThreatModel, _per_example, threat_from_norm
 

@@ -17,13 +17,13 @@ from advrobust._validate import (
 )
 
 from ._base import Attack, CleanForward, _check_bool, _succeeded
+from ._l1 import ball_for
 from ._registry import register_attack
 from ._square import _rows_left
 from ._threat import ThreatModel, _per_example, lp_norm, threat_from_norm
 
 __all__ = ["FAB", "project_hyperplane_box"]
 
-_NORMS: Final = ("linf", "l2", "l1")
 _DUAL: Final = {"linf": 1.0, "l2": 2.0, "l1": math.inf}
 
 
@@ -222,9 +222,7 @@ class FAB(Attack):
     ) -> None:
         super().__init__(model, bounds=bounds)
         self.eps = check_nonnegative(eps, "eps")
-        if norm not in _NORMS:
-            raise ValueError(f"norm must be 'linf', 'l2' or 'l1', got {norm!r}")
-        self.norm = norm
+        self.norm = ball_for(norm).norm
         self.steps = check_int(steps, "steps", minimum=1)
         self.restarts = check_int(restarts, "restarts", minimum=1)
         self.targeted = _check_bool(targeted, "targeted")

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from advrobust._validate import check_int, check_logits, check_positive
 
-from ._base import Attack, CleanForward, logit_margin
+from ._base import Attack, CleanForward
+from ._losses import logit_margin
 from ._registry import register_attack
 from ._threat import _per_example, lp_norm
 

@@ -12,7 +12,8 @@ from torch import Tensor, nn
 
 from advrobust._validate import check_int, check_logits, check_nonnegative, check_positive
 
-from ._base import Attack, CleanForward, _succeeded, logit_margin
+from ._base import Attack, CleanForward, _succeeded
+from ._losses import logit_margin
 from ._registry import register_attack
 from ._threat import ThreatModel, threat_from_norm
 
