@@ -17,7 +17,6 @@ from ._alma import ALMA as ALMA
 from ._apgd import APGD as APGD
 from ._apgd import APGDT as APGDT
 from ._base import Attack as Attack
-from ._base import AttackResult as AttackResult
 from ._cw import CWL2 as CWL2
 from ._ddn import DDN as DDN
 from ._engine import IterativeGradientAttack as IterativeGradientAttack
@@ -38,6 +37,7 @@ from ._registry import attack_info as attack_info
 from ._registry import create_attack as create_attack
 from ._registry import list_attacks as list_attacks
 from ._registry import register_attack as register_attack
+from ._result import AttackResult as AttackResult
 from ._square import Square as Square
 from ._threat import L2Ball as L2Ball
 from ._threat import LinfBall as LinfBall
