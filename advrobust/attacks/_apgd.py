@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from advrobust._validate import check_int, check_logits, check_nonnegative, check_probability
 
 from ._base import Attack, CleanForward, _succeeded
+from ._checks import check_option
 from ._l1 import ball_for, project_l1_box
 from ._losses import dlr_loss
 from ._registry import register_attack
@@ -378,9 +379,7 @@ class APGD(_APGDBase):
     ) -> None:
         super().__init__(model, bounds=bounds)
         self._setup(eps, norm, steps, restarts, rho)
-        if loss not in _LOSSES:
-            raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
-        self.loss = loss
+        self.loss = check_option(loss, "loss", _LOSSES)
 
     def _perturb(
         self,

@@ -57,12 +57,6 @@ def _succeeded(pred: Tensor, goal: Tensor, targeted: bool) -> Tensor:
     return pred == goal if targeted else pred != goal
 
 
-def _check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {describe(value)}")
-    return value
-
-
 def _check_generator(generator: object) -> torch.Generator | None:
     if generator is None or isinstance(generator, torch.Generator):
         return generator

@@ -16,10 +16,10 @@ from advrobust._validate import (
     check_int,
     check_logits,
     check_nonnegative,
-    check_positive,
 )
 
-from ._base import Attack, CleanForward, _check_bool, _succeeded
+from ._base import Attack, CleanForward, _succeeded
+from ._checks import check_flag, check_option, check_optional_positive
 from ._losses import logit_margin
 from ._registry import register_attack
 from ._threat import ThreatModel, _per_example, threat_from_norm
@@ -142,8 +142,8 @@ class IterativeGradientAttack(Attack):
         super().__init__(model, bounds=bounds)
         self.eps = check_nonnegative(eps, "eps")
         self.steps = None if steps is None else check_int(steps, "steps", minimum=1)
-        self.alpha = None if alpha is None else check_positive(alpha, "alpha")
-        self.rel_alpha = None if rel_alpha is None else check_positive(rel_alpha, "rel_alpha")
+        self.alpha = check_optional_positive(alpha, "alpha")
+        self.rel_alpha = check_optional_positive(rel_alpha, "rel_alpha")
         if self.alpha is not None and self.rel_alpha is not None:
             raise ValueError(
                 f"give at most one of alpha and rel_alpha, got alpha={alpha} and "
@@ -151,20 +151,16 @@ class IterativeGradientAttack(Attack):
             )
         self._threat_model = threat_from_norm(norm)
         self.norm = self._threat_model.norm
-        self.random_start = _check_bool(random_start, "random_start")
+        self.random_start = check_flag(random_start, "random_start")
         self.restarts = check_int(restarts, "restarts", minimum=1)
         if self.restarts > 1 and not self.random_start:
             raise ValueError(
                 f"restarts > 1 needs random_start=True (restarts from the same start repeat "
                 f"the same run), got restarts={restarts} and random_start={random_start}"
             )
-        self.early_stop = _check_bool(early_stop, "early_stop")
-        if target_rule not in _TARGET_RULES:
-            raise ValueError(f"target_rule must be one of {_TARGET_RULES}, got {target_rule!r}")
-        self.target_rule = target_rule
-        if loss not in _LOSSES:
-            raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
-        self.loss = loss
+        self.early_stop = check_flag(early_stop, "early_stop")
+        self.target_rule = check_option(target_rule, "target_rule", _TARGET_RULES)
+        self.loss = check_option(loss, "loss", _LOSSES)
 
     # -------------------------------------------------------------------- hooks
     @property

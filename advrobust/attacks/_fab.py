@@ -16,7 +16,8 @@ from advrobust._validate import (
     check_probability,
 )
 
-from ._base import Attack, CleanForward, _check_bool, _succeeded
+from ._base import Attack, CleanForward, _succeeded
+from ._checks import check_flag
 from ._l1 import ball_for
 from ._registry import register_attack
 from ._square import _rows_left
@@ -225,7 +226,7 @@ class FAB(Attack):
         self.norm = ball_for(norm).norm
         self.steps = check_int(steps, "steps", minimum=1)
         self.restarts = check_int(restarts, "restarts", minimum=1)
-        self.targeted = _check_bool(targeted, "targeted")
+        self.targeted = check_flag(targeted, "targeted")
         self.n_target_classes = check_int(n_target_classes, "n_target_classes", minimum=1)
         self.alpha_max = check_probability(alpha_max, "alpha_max")
         self.eta = check_positive(eta, "eta")
