@@ -34,7 +34,7 @@ from advrobust._validate import (
 
 from ._refine import refine_boundary
 from ._registry import AttackSpec
-from ._result import AttackResult
+from ._result import AttackResult  # old pickles name advrobust.attacks._base.AttackResult
 from ._threat import L2Ball, LinfBall, ThreatModel
 
 __all__ = ["Attack", "AttackResult", "CleanForward"]

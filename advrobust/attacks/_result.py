@@ -6,6 +6,7 @@ split; files saved then name that module, and still load (see ``_allow_in_weight
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Final, final
@@ -172,14 +173,16 @@ def _allow_in_weights_only_load() -> None:
 
     The weights-only unpickler never imports: it looks a pickled class up by the
     ``module.qualname`` the file names, among the globals marked safe. Files written before
-    the class moved name ``advrobust.attacks._base.AttackResult``; since torch 2.6
-    (``add_safe_globals`` taking ``(class, "module.qualname")`` pairs, and ``weights_only=True``
-    the default) that path is marked safe too. Older torch loads such files with the plain
-    unpickler, which imports ``advrobust.attacks._base`` and finds the class there.
+    the class moved name ``advrobust.attacks._base.AttackResult``, so that path is marked safe
+    too, where ``add_safe_globals`` takes ``(class, "module.qualname")`` pairs (its declared
+    parameter type says so; the torch releases that made ``weights_only=True`` the default
+    have them). Without them, such files load with ``weights_only=False``: the plain
+    unpickler imports ``advrobust.attacks._base``, which still has the class.
     """
-    torch.serialization.add_safe_globals([AttackResult])
-    if torch.__version__ >= "2.6":
-        torch.serialization.add_safe_globals([(AttackResult, path) for path in _LEGACY_PATHS])
+    add = torch.serialization.add_safe_globals
+    add([AttackResult])
+    if "tuple" in str(inspect.signature(add)).lower():
+        add([(AttackResult, path) for path in _LEGACY_PATHS])
 
 
 _allow_in_weights_only_load()
