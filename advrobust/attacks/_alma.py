@@ -10,8 +10,10 @@ from torch import Tensor, nn
 
 from advrobust._validate import check_int, check_logits, check_nonnegative, check_positive
 
-from ._base import Attack, CleanForward, logit_margin
-from ._fmn import _check_norm, _check_rate, dual_norm
+from ._base import Attack, CleanForward
+from ._checks import check_norm, check_optional_positive, check_rate
+from ._fmn import dual_norm
+from ._losses import logit_margin
 from ._registry import register_attack
 from ._threat import _draw, _per_example, lp_norm
 
@@ -185,22 +187,18 @@ class ALMA(Attack):
         bounds: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         super().__init__(model, bounds=bounds)
-        self.norm = _check_norm(norm, _NORMS)
+        self.norm = check_norm(norm, _NORMS)
         self.steps = check_int(steps, "steps", minimum=1)
-        self.init_lr_distance = (
-            None
-            if init_lr_distance is None
-            else check_positive(init_lr_distance, "init_lr_distance")
-        )
-        self.lr_reduction = _check_rate(lr_reduction, "lr_reduction")
+        self.init_lr_distance = check_optional_positive(init_lr_distance, "init_lr_distance")
+        self.lr_reduction = check_rate(lr_reduction, "lr_reduction")
         self.mu_init = check_positive(mu_init, "mu_init")
         self.rho_init = check_positive(rho_init, "rho_init")
         self.check_steps = check_int(check_steps, "check_steps", minimum=1)
-        self.tau = _check_rate(tau, "tau")
+        self.tau = check_rate(tau, "tau")
         self.gamma = check_positive(gamma, "gamma")
         if self.gamma <= 1.0:
             raise ValueError(f"gamma must be > 1, got {self.gamma}")
-        self.alpha = _check_rate(alpha, "alpha")
+        self.alpha = check_rate(alpha, "alpha")
         self.logit_tolerance = check_nonnegative(logit_tolerance, "logit_tolerance")
 
     def _perturb(

@@ -1,4 +1,4 @@
-"""Auto-PGD: APGD and APGD-T with their step-size schedule, and the DLR loss.
+"""Auto-PGD: APGD and APGD-T with their step-size schedule.
 
 Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
 parameter-free attacks", ICML 2020 (Linf and L2), and Croce & Hein, "Mind the box: l1-APGD for
@@ -9,30 +9,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import ClassVar, Final, final
+from typing import Final, final
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advrobust._validate import (
-    check_int,
-    check_logits,
-    check_nonnegative,
-    check_probability,
-    describe,
-)
+from advrobust._validate import check_int, check_logits, check_nonnegative, check_probability
 
-from ._base import Attack, CleanForward, _succeeded, logit_margin
+from ._base import Attack, CleanForward, _succeeded
+from ._checks import check_option
+from ._l1 import ball_for, project_l1_box
+from ._losses import dlr_loss
 from ._registry import register_attack
-from ._threat import L2Ball, LinfBall, ThreatModel, _draw, _per_example
+from ._threat import ThreatModel, _draw, _per_example
 
-__all__ = ["APGD", "APGDT", "dlr_loss"]
+__all__ = ["APGD", "APGDT", "checkpoints"]
 
-_NORMS: Final = ("linf", "l2", "l1")
 _LOSSES: Final = ("ce", "dlr")
 _MOMENTUM: Final = 0.75
-_DLR_EPS: Final = 1e-12
 # Checkpoint schedule in hundredths of the step budget: p_1 = 0.22, minimum gap 0.06,
 # the gap shrinking by 0.03 per checkpoint (Croce & Hein 2020, sec. 3.2).
 _P1: Final = 22
@@ -48,66 +43,6 @@ _L1_CHECK: Final = 0.04
 _L1_SPARSER: Final = 0.95
 
 LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
-
-
-# --------------------------------------------------------------------------- the DLR loss
-def dlr_loss(logits: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
-    """Difference of Logits Ratio loss, per example (Croce & Hein 2020, eqs. 6-7).
-
-    With ``z`` the logits sorted so that ``z_pi1 >= z_pi2 >= ...``:
-
-    ```text
-    DLR(z, y)    = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12)
-    DLR-T(z, y, t) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)
-    ```
-
-    It is invariant to shifting and (positively) rescaling the logits, so it does not
-    saturate like the cross-entropy; it is positive exactly when ``y`` is not the top class
-    (untargeted) or ``z_t > z_y`` (targeted). An attack maximises it.
-
-    Args:
-        logits: ``(B, K)`` logits, ``K >= 3`` (``K >= 4`` with ``target``).
-        y: Long ``(B,)`` true classes.
-        target: Long ``(B,)`` target classes for the targeted version, or None.
-
-    Returns:
-        ``(B,)`` losses in the logits' dtype.
-
-    Raises:
-        TypeError: For a non-tensor ``logits``, ``y`` or ``target``.
-        ValueError: For logits that are not ``(B, K)`` or have too few classes, or labels of
-            the wrong shape.
-
-    Example:
-        >>> import torch
-        >>> dlr_loss(torch.tensor([[3.0, 1.0, 0.0]]), torch.tensor([0]))
-        tensor([-0.6667])
-    """
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"logits must be a tensor of shape (B, K), got {describe(logits)}")
-    if logits.dim() != 2:
-        raise ValueError(f"logits must have shape (B, K), got {tuple(logits.shape)}")
-    need = 3 if target is None else 4
-    if logits.shape[1] < need:
-        kind = "the DLR loss" if target is None else "the targeted DLR loss"
-        raise ValueError(
-            f"{kind} needs logits with at least {need} classes, got logits of shape "
-            f"{tuple(logits.shape)} (use loss='ce' for models with fewer classes)"
-        )
-    b = logits.shape[0]
-    for name, lab in (("y", y), ("target", target)):
-        if lab is None:
-            continue
-        if not isinstance(lab, Tensor):
-            raise TypeError(f"{name} must be a tensor of class indices, got {describe(lab)}")
-        if tuple(lab.shape) != (b,):
-            raise ValueError(f"{name} must have shape ({b},), got {tuple(lab.shape)}")
-    top = logits.topk(need, dim=1).values
-    if target is None:
-        return -logit_margin(logits, y) / (top[:, 0] - top[:, 2] + _DLR_EPS)
-    z_y = logits.gather(1, y[:, None]).squeeze(1)
-    z_t = logits.gather(1, target[:, None]).squeeze(1)
-    return -(z_y - z_t) / (top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + _DLR_EPS)
 
 
 # --------------------------------------------------------------------- the schedule
@@ -131,98 +66,6 @@ def checkpoints(steps: int) -> list[int]:
         if w > 0 and (not out or w > out[-1]):
             out.append(w)
         prev, cur = cur, cur + max(cur - prev - _P_SHRINK, _P_MIN_GAP)
-
-
-# -------------------------------------------------------------------------- L1 geometry
-def project_l1_box(
-    v: Tensor, eps: Tensor, lower: Tensor | None = None, upper: Tensor | None = None
-) -> Tensor:
-    """Euclidean projection of ``v`` onto ``{d: ||d||_1 <= eps, lower <= d <= upper}``.
-
-    Per example (``eps`` of shape ``(B,)``; ``lower <= 0 <= upper`` elementwise, e.g. the box
-    ``[lo - x, hi - x]`` around an input ``x`` inside it; None: no box). The solution is
-    ``d_i = sign(v_i) * min(max(|v_i| - lam, 0), c_i)`` with ``c_i`` the room the box leaves in
-    the direction of ``v_i`` and ``lam >= 0`` the root of the piecewise-linear, non-increasing
-    ``sum_i min(max(|v_i| - lam, 0), c_i) = eps`` (``lam = 0`` when the box projection is
-    already inside the ball), found exactly from the sorted breakpoints in ``O(d log d)``
-    (Croce & Hein 2021, sec. 3.1).
-    """
-    b = v.shape[0]
-    work = torch.promote_types(v.dtype, torch.float32)
-    vf = v.reshape(b, -1).to(work)
-    a = vf.abs()
-    if lower is None or upper is None:
-        cap = torch.full_like(a, math.inf)
-    else:
-        up = upper.reshape(b, -1).to(work)
-        down = -lower.reshape(b, -1).to(work)
-        cap = torch.where(vf >= 0, up, down).clamp_min(0.0)
-    e = eps.to(work)
-    s0 = torch.minimum(a, cap).sum(dim=1)
-    # breakpoints of the sum: each term starts decreasing at |v_i| - c_i and stops at |v_i|
-    brk = torch.cat([(a - cap).clamp_min(0.0), a], dim=1)
-    dslope = torch.cat([-torch.ones_like(a), torch.ones_like(a)], dim=1)
-    brk, order = brk.sort(dim=1)
-    slope = dslope.gather(1, order).cumsum(dim=1)  # slope on (brk_k, brk_{k+1})
-    rise = (brk[:, 1:] - brk[:, :-1]) * slope[:, :-1]
-    value = torch.cat([s0[:, None], s0[:, None] + rise.cumsum(dim=1)], dim=1)  # sum at brk_k
-    k = ((value > e[:, None]).sum(dim=1) - 1).clamp_min(0)[:, None]
-    lam = brk.gather(1, k) + (value.gather(1, k) - e[:, None]) / (-slope.gather(1, k)).clamp_min(
-        1.0
-    )
-    lam = torch.where((s0 <= e)[:, None], torch.zeros_like(lam), lam)
-    d = torch.minimum((a - lam).clamp_min(0.0), cap) * vf.sign()
-    return d.to(v.dtype).reshape(v.shape)
-
-
-@final
-class L1Ball(ThreatModel):
-    """The L1 ball ``{x': sum_i |x'_i - x_i| <= eps}`` (APGD's ``norm="l1"``).
-
-    Example:
-        >>> import torch
-        >>> L1Ball().project(torch.tensor([[3.0, 1.0]]), torch.tensor([2.0]))
-        tensor([[2., 0.]])
-    """
-
-    norm: ClassVar[str] = "l1"
-
-    def random_start(self, x: Tensor, eps: Tensor, generator: torch.Generator | None) -> Tensor:
-        """A Gaussian draw projected onto the ball: a sparse point on (or in) its surface."""
-        return x + self.project(_draw("randn", tuple(x.shape), x, generator), eps)
-
-    def ascent_direction(self, g: Tensor) -> Tensor:
-        """The steepest L1 ascent: ``sign(g_i)`` on the largest ``|g_i|``, split among ties."""
-        a = g.flatten(1).abs()
-        top = (a == a.amax(dim=1, keepdim=True)) & (a > 0)
-        count = top.sum(dim=1, keepdim=True).clamp_min(1)
-        out: Tensor = (g.flatten(1).sign() * top / count).reshape(g.shape)
-        return out
-
-    def project(self, delta: Tensor, eps: Tensor) -> Tensor:
-        """The closest perturbation to ``delta`` with L1 norm at most ``eps``."""
-        return project_l1_box(delta, eps)
-
-    def clip(self, x_adv: Tensor, x: Tensor, eps: Tensor) -> Tensor:
-        """Project ``x_adv - x`` onto the ball; points inside are returned unchanged."""
-        delta = x_adv - x
-        outside = _per_example(delta.flatten(1).abs().sum(dim=1) > eps, x)
-        return torch.where(outside, x + self.project(delta, eps), x_adv)
-
-    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
-        """``sum_i |x_adv_i - x_i|`` per example."""
-        out: Tensor = (x_adv - x).flatten(1).abs().sum(dim=1)
-        return out
-
-
-def _threat_for(norm: object) -> ThreatModel:
-    if norm == "linf":
-        return LinfBall()
-    if norm == "l2":
-        return L2Ball()
-    if norm == "l1":
-        return L1Ball()
-    raise ValueError(f"norm must be 'linf', 'l2' or 'l1', got {norm!r}")
 
 
 def _objective(loss: str) -> LossFn:
@@ -251,7 +94,7 @@ class _APGDBase(Attack):
 
     def _setup(self, eps: float, norm: str, steps: int, restarts: int, rho: float) -> None:
         self.eps = check_nonnegative(eps, "eps")
-        self._ball = _threat_for(norm)
+        self._ball = ball_for(norm)
         self.norm = norm
         self.steps = check_int(steps, "steps", minimum=1)
         self.restarts = check_int(restarts, "restarts", minimum=1)
@@ -536,9 +379,7 @@ class APGD(_APGDBase):
     ) -> None:
         super().__init__(model, bounds=bounds)
         self._setup(eps, norm, steps, restarts, rho)
-        if loss not in _LOSSES:
-            raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
-        self.loss = loss
+        self.loss = check_option(loss, "loss", _LOSSES)
 
     def _perturb(
         self,

@@ -15,7 +15,9 @@ from advrobust._validate import (
     check_positive,
 )
 
-from ._base import Attack, CleanForward, _check_bool, logit_margin
+from ._base import Attack, CleanForward
+from ._checks import check_flag
+from ._losses import logit_margin
 from ._registry import register_attack
 
 __all__ = ["CWL2"]
@@ -106,7 +108,7 @@ class CWL2(Attack):
         self.lr = check_positive(lr, "lr")
         self.binary_search_steps = check_int(binary_search_steps, "binary_search_steps", minimum=1)
         self.initial_const = check_positive(initial_const, "initial_const")
-        self.abort_early = _check_bool(abort_early, "abort_early")
+        self.abort_early = check_flag(abort_early, "abort_early")
 
     @property
     def _refine_kappa(self) -> float | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import final
+from typing import Final, final
 
 import torch
 import torch.nn.functional as F
@@ -11,15 +11,17 @@ from torch import Tensor, nn
 
 from advrobust._validate import check_int, check_logits, check_positive, describe
 
-from ._base import Attack, CleanForward, logit_margin
-from ._fmn import _check_rate, _cosine
+from ._base import Attack, CleanForward
+from ._checks import check_annealed, check_option, check_rate
+from ._fmn import _cosine
+from ._losses import logit_margin
 from ._registry import register_attack
 from ._threat import _draw, _per_example, lp_norm
 
 __all__ = ["DDN"]
 
 _TINY = 1e-12
-_LOSSES = ("ce", "margin")
+_LOSSES: Final = ("ce", "margin")
 
 
 @final
@@ -105,20 +107,14 @@ class DDN(Attack):
         super().__init__(model, bounds=bounds)
         self.steps = check_int(steps, "steps", minimum=1)
         self.init_norm = check_positive(init_norm, "init_norm")
-        self.gamma = _check_rate(gamma, "gamma")
-        self.alpha_init = check_positive(alpha_init, "alpha_init")
-        self.alpha_final = check_positive(alpha_final, "alpha_final")
-        if self.alpha_final > self.alpha_init:
-            raise ValueError(
-                f"alpha_final must be <= alpha_init, got alpha_final={alpha_final} and "
-                f"alpha_init={alpha_init}"
-            )
+        self.gamma = check_rate(gamma, "gamma")
+        self.alpha_init, self.alpha_final = check_annealed(
+            "alpha", alpha_init, alpha_final, check_positive
+        )
         if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int)):
             raise TypeError(f"levels must be an int or None, got {describe(levels)}")
         self.levels = None if levels is None else check_int(levels, "levels", minimum=2)
-        if loss not in _LOSSES:
-            raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
-        self.loss = loss
+        self.loss = check_option(loss, "loss", _LOSSES)
 
     @property
     def _refine_kappa(self) -> float | None:

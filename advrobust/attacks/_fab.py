@@ -16,14 +16,15 @@ from advrobust._validate import (
     check_probability,
 )
 
-from ._base import Attack, CleanForward, _check_bool, _succeeded
+from ._base import Attack, CleanForward, _succeeded
+from ._checks import check_flag
+from ._l1 import ball_for
 from ._registry import register_attack
 from ._square import _rows_left
 from ._threat import ThreatModel, _per_example, lp_norm, threat_from_norm
 
 __all__ = ["FAB", "project_hyperplane_box"]
 
-_NORMS: Final = ("linf", "l2", "l1")
 _DUAL: Final = {"linf": 1.0, "l2": 2.0, "l1": math.inf}
 
 
@@ -222,12 +223,10 @@ class FAB(Attack):
     ) -> None:
         super().__init__(model, bounds=bounds)
         self.eps = check_nonnegative(eps, "eps")
-        if norm not in _NORMS:
-            raise ValueError(f"norm must be 'linf', 'l2' or 'l1', got {norm!r}")
-        self.norm = norm
+        self.norm = ball_for(norm).norm
         self.steps = check_int(steps, "steps", minimum=1)
         self.restarts = check_int(restarts, "restarts", minimum=1)
-        self.targeted = _check_bool(targeted, "targeted")
+        self.targeted = check_flag(targeted, "targeted")
         self.n_target_classes = check_int(n_target_classes, "n_target_classes", minimum=1)
         self.alpha_max = check_probability(alpha_max, "alpha_max")
         self.eta = check_positive(eta, "eta")

@@ -8,9 +8,11 @@ from typing import Final, final
 import torch
 from torch import Tensor, nn
 
-from advrobust._validate import check_int, check_logits, check_positive
+from advrobust._validate import check_int, check_logits
 
-from ._base import Attack, CleanForward, logit_margin
+from ._base import Attack, CleanForward
+from ._checks import check_annealed, check_norm, check_optional_positive, check_rate
+from ._losses import logit_margin
 from ._registry import register_attack
 from ._threat import _per_example, lp_norm
 
@@ -89,13 +91,6 @@ def project_lp(delta: Tensor, eps: Tensor, norm: str) -> Tensor:
     if norm == "l1":
         return project_l1(delta, eps)
     return project_l0(delta, eps)
-
-
-def _check_norm(norm: object, allowed: tuple[str, ...]) -> str:
-    if not isinstance(norm, str) or norm not in allowed:
-        quoted = ", ".join(repr(n) for n in allowed)
-        raise ValueError(f"norm must be one of {quoted}, got {norm!r}")
-    return norm
 
 
 def _cosine(i: int, steps: int, start: float, end: float) -> float:
@@ -189,19 +184,13 @@ class FMN(Attack):
         bounds: tuple[float, float] = (0.0, 1.0),
     ) -> None:
         super().__init__(model, bounds=bounds)
-        self.norm = _check_norm(norm, _NORMS)
+        self.norm = check_norm(norm, _NORMS)
         self.steps = check_int(steps, "steps", minimum=1)
-        self.alpha_init = None if alpha_init is None else check_positive(alpha_init, "alpha_init")
-        self.alpha_final = (
-            None if alpha_final is None else check_positive(alpha_final, "alpha_final")
+        self.alpha_init = check_optional_positive(alpha_init, "alpha_init")
+        self.alpha_final = check_optional_positive(alpha_final, "alpha_final")
+        self.gamma_init, self.gamma_final = check_annealed(
+            "gamma", gamma_init, gamma_final, check_rate
         )
-        self.gamma_init = _check_rate(gamma_init, "gamma_init")
-        self.gamma_final = _check_rate(gamma_final, "gamma_final")
-        if self.gamma_final > self.gamma_init:
-            raise ValueError(
-                f"gamma_final must be <= gamma_init, got gamma_final={gamma_final} and "
-                f"gamma_init={gamma_init}"
-            )
 
     def _perturb(
         self,
@@ -276,10 +265,3 @@ class FMN(Attack):
                 moved = (x_cur + alpha * step).clamp(lo, hi) - x0
                 delta = project_lp(moved, budget, norm)
         return best_adv
-
-
-def _check_rate(value: object, name: str) -> float:
-    out = check_positive(value, name)
-    if out >= 1.0:
-        raise ValueError(f"{name} must be < 1, got {out}")
-    return out

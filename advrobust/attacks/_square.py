@@ -12,7 +12,9 @@ from torch import Tensor, nn
 
 from advrobust._validate import check_int, check_logits, check_nonnegative, check_positive
 
-from ._base import Attack, CleanForward, _succeeded, logit_margin
+from ._base import Attack, CleanForward, _succeeded
+from ._checks import check_option
+from ._losses import logit_margin
 from ._registry import register_attack
 from ._threat import ThreatModel, threat_from_norm
 
@@ -240,9 +242,7 @@ class Square(Attack):
         if self.p_init > 1.0:
             raise ValueError(f"p_init must be in (0, 1], got {self.p_init}")
         self.restarts = check_int(restarts, "restarts", minimum=1)
-        if loss not in _LOSSES:
-            raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
-        self.loss = loss
+        self.loss = check_option(loss, "loss", _LOSSES)
 
     # -------------------------------------------------------------------- hooks
     @property

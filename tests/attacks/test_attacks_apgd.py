@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advrobust.attacks import APGD, APGDT, BIM, PGD, create_attack, dlr_loss, list_attacks
-from advrobust.attacks._apgd import L1Ball, checkpoints, project_l1_box
+from advrobust.attacks._apgd import checkpoints
+from advrobust.attacks._l1 import L1Ball, project_l1_box
 
 Digits = Any
 

@@ -63,7 +63,7 @@ def test_duplicate_registration_is_an_error() -> None:
             def _perturb(self, *args: object) -> torch.Tensor:  # type: ignore[override]
                 raise AssertionError
 
-    assert attack_info("PGD").cls.__module__ == "advrobust.attacks._engine"
+    assert attack_info("PGD").cls.__module__ == "advrobust.attacks._presets"
 
 
 @pytest.mark.parametrize("name", ["FGSM", "StepLL", "StepRnd", "BIM", "IterLL", "PGD", "CWL2"])
