@@ -339,9 +339,8 @@ class IterLL(_Preset):
 @register_attack(
     description="Projected gradient descent with a random start and restarts",
     paper=(
-        'Madry, Makelov, Schmidt, Tsipras, Vladu, "Towards deep learning models resistant to "'
-        'adversarial attacks",'
-        " ICLR 2018"
+        "Madry, Makelov, Schmidt, Tsipras, Vladu, "
+        '"Towards deep learning models resistant to adversarial attacks", ICLR 2018'
     ),
 )
 class PGD(_Preset):

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advrobust.attacks import lp_norm
+
 from .._validate import check_bounds, check_int, check_positive, describe, model_state_guard
 from ..attacks import Attack
 from ._loop import (
@@ -27,7 +29,6 @@ from ._loop import (
     check_eps_arg,
     check_model,
     evaluate,
-    perturbation_norm,
     predict,
     predict_checked,
     predict_eval,
@@ -325,10 +326,10 @@ def deepsec_attack_metrics(
             "ssim": ssim(x_adv, b.x, data_range=hi - lo).float(),
             "seconds": torch.full((b.x.shape[0],), seconds / b.x.shape[0], dtype=torch.float64),
         }
-        norms = {"l0": perturbation_norm(delta, "l0"), "l2": res.l2, "linf": res.linf}
+        norms = {"l0": lp_norm(delta, "l0"), "l2": res.l2, "linf": res.linf}
         for p, dist in norms.items():
             num = dist.float()
-            den = perturbation_norm(b.x, p).float()
+            den = lp_norm(b.x, p).float()
             out[p] = torch.where(
                 den > 0, num / den.clamp_min(1e-30), torch.full_like(num, math.nan)
             )

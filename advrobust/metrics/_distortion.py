@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from advrobust.attacks import lp_norm
+
 from .._validate import check_nonnegative, check_positive, describe
 from ..attacks import Attack, logit_margin
 from ._loop import (
@@ -22,7 +24,6 @@ from ._loop import (
     evaluate,
     is_minimal,
     named_models,
-    perturbation_norm,
     predict_checked,
     predict_eval,
 )
@@ -123,7 +124,7 @@ def _search_batch(
             res = attack.run(x[idx], y[idx], generator=generator)
             evaluations[idx] += 1
             delta = (res.x_adv - x[idx]).to(dtype)
-            measured = perturbation_norm(delta, attack.spec().norm)
+            measured = lp_norm(delta, attack.spec().norm)
             dist[idx] = torch.where(res.success, measured, torch.full_like(measured, math.inf))
             broken[idx] = res.success
         found = correct & broken & (dist <= hi * (1 + 1e-6))

@@ -320,23 +320,6 @@ def check_model(model: object, name: str = "model") -> nn.Module:
     return model
 
 
-def perturbation_norm(delta: Tensor, norm: str) -> Tensor:
-    """Per-example ``"linf"``, ``"l2"``, ``"l1"`` or ``"l0"`` norm of a batch of perturbations."""
-    flat = delta.flatten(1)
-    if norm == "l1":
-        l1: Tensor = flat.abs().sum(1)
-        return l1
-    if norm == "linf":
-        out: Tensor = flat.abs().amax(1) if flat.shape[1] else flat.new_zeros(flat.shape[0])
-        return out
-    if norm == "l2":
-        l2: Tensor = torch.linalg.vector_norm(flat, ord=2, dim=1)
-        return l2
-    if norm == "l0":
-        return (flat != 0).sum(1).to(delta.dtype)
-    raise ValueError(f"norm must be 'linf', 'l2', 'l1' or 'l0', got {norm!r}")
-
-
 def check_norm(norm: object, name: str = "norm") -> str:
     """Check a norm name: ``"linf"`` or ``"l2"``."""
     if norm not in ("linf", "l2"):

@@ -19,6 +19,8 @@ from typing import Any, Final
 import torch
 from torch import Tensor, nn
 
+from advrobust.attacks import lp_norm
+
 from .._validate import check_bounds, check_positive, describe
 from ..attacks import Attack, AttackSpec, attack_info, create_attack
 from ._loop import (
@@ -28,7 +30,6 @@ from ._loop import (
     check_model,
     evaluate,
     is_minimal,
-    perturbation_norm,
     predict_checked,
 )
 from ._results_robust import AttackBreakdown, RobustAccuracyResult
@@ -304,7 +305,7 @@ def robust_accuracy(
                 res = atk.run(xi, yi, eps=eps, generator=generator)
             forwards[i] += counter.forwards - f0
             backwards[i] += counter.backwards - b0
-            dist = perturbation_norm((res.x_adv - xi).double(), norm)
+            dist = lp_norm((res.x_adv - xi).double(), norm)
             ok = (res.adv_pred != yi) & (dist <= limit)
             hit = idx[ok]
             x_adv[hit] = res.x_adv[ok]

@@ -13,9 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advrobust.attacks import lp_norm
+
 from .._validate import describe
 from ..attacks import Attack, create_attack, list_attacks
-from ._loop import bind_attack, perturbation_norm
+from ._loop import bind_attack
 from ._result_base import _frac
 from ._results_robust import RobustAccuracyResult
 from ._results_sanity import Finding, finding
@@ -86,7 +88,7 @@ def find_gradient_free_gap(
             if spec.bounded
             else gf.run(x, y, generator=generator)
         )
-        dist = perturbation_norm((res.x_adv - x).double(), norm)
+        dist = lp_norm((res.x_adv - x).double(), norm)
         broken = (res.adv_pred != y) & correct & (dist <= limit)
         gap = broken & ~gradient_broken
         details[f"{spec.name}_robust_accuracy"] = _frac(correct & ~broken)
