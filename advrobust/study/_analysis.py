@@ -27,7 +27,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "CONFIDENCE",
@@ -73,6 +72,13 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 _NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "stl10": 10, "tiny-imagenet": 200}
 
 
+def _stats() -> Any:
+    """:mod:`scipy.stats`, imported on first use (a second and a half of CPU at import)."""
+    from scipy import stats
+
+    return stats
+
+
 def chance_accuracy(dataset: str) -> float:
     """Accuracy of guessing uniformly: 1 / (number of classes) of a known dataset.
 
@@ -111,10 +117,10 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
     if arr.size < 2:
         raise ValueError(f"values must hold at least 2 replicates for a t-interval, got {arr.size}")
     mean = float(arr.mean())
-    sem = float(stats.sem(arr))
+    sem = float(_stats().sem(arr))
     if sem == 0.0:
         return mean, mean
-    low, high = stats.t.interval(confidence, df=arr.size - 1, loc=mean, scale=sem)
+    low, high = _stats().t.interval(confidence, df=arr.size - 1, loc=mean, scale=sem)
     return float(low), float(high)
 
 
@@ -137,7 +143,7 @@ def bootstrap_interval(
         return math.nan, math.nan
     if np.all(arr == arr[0]):
         return float(arr[0]), float(arr[0])
-    res = stats.bootstrap(
+    res = _stats().bootstrap(
         (arr,),
         np.mean,
         confidence_level=confidence,
@@ -399,8 +405,8 @@ def scaling_law(
     y = np.array([p[4] for p in pts])
     if np.all(x == x[0]):
         return None
-    fit = stats.linregress(x, y)
-    half = float(stats.t.ppf((1 + confidence) / 2, df=len(pts) - 2)) * float(fit.stderr)
+    fit = _stats().linregress(x, y)
+    half = float(_stats().t.ppf((1 + confidence) / 2, df=len(pts) - 2)) * float(fit.stderr)
     return {
         "norm": norm,
         "points": len(pts),
