@@ -14,18 +14,19 @@ Two studies, each run from scratch into a temporary folder with the presets' def
 
 For each study it prints the study's own timing table (per cell and stage: data, training,
 the clean pass, each metric), then the totals: the sum of the stages, the wall time and the
-process CPU time of the whole run (threads included: with ``OMP_NUM_THREADS=2`` CPU time can
-exceed wall time).
+CPU time of the whole run (its worker processes and threads included: with ``jobs = 2`` or
+``OMP_NUM_THREADS=2`` CPU time can exceed wall time).
 
-Usage: ``OMP_NUM_THREADS=2 python benchmarks/bench_study.py [--quick] [--only digits|mnist]
-[--mnist-root DIR]``. ``--quick`` runs a smaller grid (digits: two sizes; MNIST-sized: sizes
-250 and 1,000, 2 epochs, 50 evaluation images).
+Usage: ``python benchmarks/bench_study.py [--quick] [--only digits|mnist] [--mnist-root DIR]
+[--jobs N|auto]``. ``--quick`` runs a smaller grid (digits: two sizes; MNIST-sized: sizes 250
+and 1,000, 2 epochs, 50 evaluation images).
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import resource
 import struct
 import sys
 import tempfile
@@ -109,11 +110,24 @@ def _truncate_mnist(real: Path, root: Path) -> Path:
     return root
 
 
-def run(name: str, config: StudyConfig, work: Path) -> dict[str, Any]:
-    print(f"\n=== {name}: {len(config.data.sizes)} sizes x {len(config.models)} models", flush=True)
-    wall, cpu = time.perf_counter(), time.process_time()
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (the ``jobs`` workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run(name: str, config: StudyConfig, work: Path, jobs: str | None) -> dict[str, Any]:
+    if jobs is not None:
+        config = config.replace(jobs=jobs if jobs == "auto" else int(jobs))
+    print(
+        f"\n=== {name}: {len(config.data.sizes)} sizes x {len(config.models)} models, "
+        f"jobs {config.jobs}",
+        flush=True,
+    )
+    wall, cpu = time.perf_counter(), _cpu()
     result = run_study(config, work / name, progress=False, stream=sys.stdout)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
     stages: dict[str, float] = {}
     for row in result.timings:
         stages[row["stage"]] = stages.get(row["stage"], 0.0) + float(row["seconds"])
@@ -121,7 +135,8 @@ def run(name: str, config: StudyConfig, work: Path) -> dict[str, Any]:
     print(f"{name}: stages (s): {summary}")
     print(
         f"{name}: study time {sum(stages.values()):.1f} s (sum of stages), "
-        f"wall {wall:.1f} s, CPU {cpu:.1f} s, threads {torch.get_num_threads()}"
+        f"wall {wall:.1f} s, CPU {cpu:.1f} s (workers included), "
+        f"threads {config.threads or torch.get_num_threads()} per process"
     )
     table: dict[tuple[str, int], list[str]] = {}
     for row in result.rows:
@@ -140,6 +155,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller grid")
     parser.add_argument("--only", choices=("digits", "mnist"), default=None)
     parser.add_argument("--mnist-root", default=None, help="folder with the MNIST files")
+    parser.add_argument(
+        "--jobs", default=None, help="worker processes: N or auto (default: the preset's, auto)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -148,7 +166,7 @@ def main() -> None:
             if args.quick:
                 data = {**config.to_dict()["data"], "sizes": [50, 400]}
                 config = StudyConfig.from_dict({**config.to_dict(), "data": data})
-            run("digits", config, work)
+            run("digits", config, work, args.jobs)
         if args.only in (None, "mnist"):
             root = work / "data"
             source = "generated 28x28 data"
@@ -161,7 +179,7 @@ def main() -> None:
             else:
                 generated_mnist(root)
             print(f"\nMNIST-sized grid on {source} (8,000 train / 2,000 held out)")
-            run("mnist-sized", mnist_sized(root, args.quick), work)
+            run("mnist-sized", mnist_sized(root, args.quick), work, args.jobs)
 
 
 if __name__ == "__main__":
