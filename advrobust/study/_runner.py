@@ -10,9 +10,7 @@ The concerns live in their own modules: the folder, its state record and lock
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -52,7 +50,7 @@ from ._results import (
     write_example_values,
     write_results,
 )
-from ._state import atomic_write_json, atomic_write_text
+from ._timings import format_timings, timing_rows, write_timings
 from ._transfer import pending_groups, run_transfer
 
 __all__ = [
@@ -151,78 +149,6 @@ class _Progress:
 
 
 # --------------------------------------------------------------------------------------------
-# timings
-
-_TIMING_COLUMNS = ("cell", "model", "recipe", "subset_size", "replicate", "stage", "seconds")
-
-
-def timing_rows(config: StudyConfig, out_dir: Path) -> list[dict[str, Any]]:
-    """One row per finished cell and stage (data, training, clean, each task), grid order."""
-    cells = enumerate_cells(config)
-    records = finished_cells(out_dir, cells)
-    rows = []
-    for cell in cells:
-        record = records.get(cell.key)
-        if record is None:
-            continue
-        for stage, seconds in record.get("timings", {}).items():
-            rows.append(
-                {
-                    "cell": cell.key,
-                    "model": cell.model.key,
-                    "recipe": cell.recipe.name,
-                    "subset_size": record["train_size"],
-                    "replicate": cell.replicate,
-                    "stage": stage,
-                    "seconds": float(seconds),
-                }
-            )
-    return rows
-
-
-def _write_timings(out_dir: Path, rows: Sequence[dict[str, Any]], extra: dict[str, float]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_TIMING_COLUMNS)
-    for row in rows:
-        writer.writerow([row[c] for c in _TIMING_COLUMNS])
-    atomic_write_text(out_dir / "timings.csv", buffer.getvalue())
-    atomic_write_json(out_dir / "timings.json", {"study": extra, "cells": list(rows)})
-
-
-def format_timings(rows: Sequence[dict[str, Any]]) -> str:
-    """A plain-text table: one line per cell, one column per stage, in seconds."""
-    stages: list[str] = []
-    table: dict[str, dict[str, float]] = {}
-    for row in rows:
-        if row["stage"] not in stages:
-            stages.append(row["stage"])
-        table.setdefault(row["cell"], {})[row["stage"]] = row["seconds"]
-    header = ["cell", *stages, "total"]
-    lines = [
-        [key, *(f"{values.get(s, 0.0):.2f}" for s in stages), f"{sum(values.values()):.2f}"]
-        for key, values in table.items()
-    ]
-    totals = [sum(v.get(s, 0.0) for v in table.values()) for s in stages]
-    lines.append(["all cells", *(f"{t:.2f}" for t in totals), f"{sum(totals):.2f}"])
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    out = [
-        "  ".join(
-            h.rjust(w) if i else h.ljust(w)
-            for i, (h, w) in enumerate(zip(header, widths, strict=True))
-        )
-    ]
-    for line in lines:
-        out.append(
-            "  ".join(
-                v.rjust(w) if i else v.ljust(w)
-                for i, (v, w) in enumerate(zip(line, widths, strict=True))
-            )
-        )
-    return "\n".join(out)
-
-
-# --------------------------------------------------------------------------------------------
 # entry points
 
 
@@ -279,7 +205,7 @@ def _write_outputs(
     summary = format_summary(rows, examples)
     timings = timing_rows(config, out_dir)
     study_timings = {**study_timings, "results": time.perf_counter() - start}
-    _write_timings(out_dir, timings, study_timings)
+    write_timings(out_dir, timings, study_timings)
     if stream is not None:
         print(
             f"\nstudy {config.name!r}: {done}/{len(cells)} cells finished in {out_dir}", file=stream
