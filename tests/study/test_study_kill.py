@@ -49,3 +49,63 @@ def test_study_killed_at_any_moment_resumes_to_the_same_table(
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
         assert _table(out) == expected, f"killed after {delay} s"
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_study_killed_with_workers_leaves_no_orphan_and_resumes(
+    tmp_path: Path, study_run_command: Callable[..., tuple[list[str], dict[str, str]]]
+) -> None:
+    # jobs = 2: a kill -9 of the study process takes its workers with it (no orphan goes on
+    # writing into the folder), and the rerun finishes the same table as one process
+    config = tiny_config()
+    path = config.save(tmp_path / "tiny.toml")
+    reference = tmp_path / "reference"
+    argv, env = study_run_command(path, reference)
+    subprocess.run(argv, env=env, check=True, capture_output=True, timeout=600)
+    expected = _table(reference)
+
+    out = tmp_path / "killed"
+    argv, env = study_run_command(path, out)
+    proc = subprocess.Popen(
+        [*argv, "--jobs", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    workers: list[int] = []
+    deadline = time.monotonic() + 120
+    while len(workers) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        workers = _children(proc.pid)
+    assert len(workers) == 2, "the study did not start two workers"
+    time.sleep(1.0)  # (mid-cell)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "a worker outlived the killed study"
+    done = subprocess.run(
+        [*argv, "--jobs", "2"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    assert _table(out) == expected
