@@ -278,6 +278,8 @@ def test_attacks_model_and_input_on_different_devices(make: object) -> None:
             r"init_lr_distance must be > 0, got 0.0",
         ),
         (lambda m: ALMA(m, lr_reduction=2.0), ValueError, r"lr_reduction must be < 1, got 2.0"),
+        (lambda m: ALMA(m, lr_init=0.0), ValueError, r"lr_init must be > 0, got 0.0"),
+        (lambda m: ALMA(m, lr_init="0.1"), TypeError, r"lr_init must be"),
         (lambda m: ALMA(m, mu_init=0.0), ValueError, r"mu_init must be > 0, got 0.0"),
         (lambda m: ALMA(m, rho_init=-1.0), ValueError, r"rho_init must be > 0, got -1.0"),
         (lambda m: ALMA(m, check_steps=0), ValueError, r"check_steps must be >= 1, got 0"),
