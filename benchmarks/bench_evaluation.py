@@ -357,7 +357,8 @@ def part_robust(models: dict[str, nn.Module], x: Tensor, y: Tensor, eps: float) 
             try:
                 aa = AutoAttack(counter, eps=eps, norm="Linf", version="standard", seed=0)
                 aa.verbose = False
-                x_adv = aa.run_standard_evaluation(x, y, batch_size=x.shape[0])
+                out = aa.run_standard_evaluation(x, y, batch_size=x.shape[0])
+                x_adv = out[0] if isinstance(out, tuple) else out  # pyautoattack: (x, y)
             except Exception as exc:
                 print(f"{mname:<14}{'AutoAttack standard':<34} failed, row skipped: {exc!r}")
                 continue
