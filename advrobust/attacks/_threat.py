@@ -55,8 +55,8 @@ def lp_norm(delta: Tensor, norm: str) -> Tensor:
     Example:
         >>> import torch
         >>> d = torch.tensor([[3.0, -4.0, 0.0]])
-        >>> [float(lp_norm(d, n)) for n in ("l2", "linf", "l1", "l0")]
-        [5.0, 4.0, 7.0, 2.0]
+        >>> tuple(float(lp_norm(d, n)) for n in ("l2", "linf", "l1", "l0"))
+        (5.0, 4.0, 7.0, 2.0)
     """
     flat = delta.flatten(1)
     if norm == "l2":
