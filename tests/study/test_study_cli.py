@@ -211,7 +211,9 @@ def test_study_cli_sigterm_checkpoints_and_rerun_resumes(
         name="preempted",
         data=DataSpec(name="digits", sizes=(80,)),
         models=(ModelSpec("mlp", {"hidden": 16}, label="mlp"),),
-        training=TrainingSpec(epochs=300, batch_size=16),
+        # a checkpoint every epoch (a study's default is at most one a minute): the signal is
+        # sent once the first one exists
+        training=TrainingSpec(epochs=300, batch_size=16, checkpoint_seconds=0.0),
         evaluation=EvalSpec(metrics=("accuracy",), num_examples=8),
     )
     path = config.save(tmp_path / "c.toml")
