@@ -180,8 +180,7 @@ def test_metrics_sanity_gap_refuses_an_ensemble_of_another_batch_or_eps() -> Non
 
 
 def test_metrics_sanity_gap_square_breaks_what_pgd_reports_robust() -> None:
-    if "Square" not in registered():
-        pytest.skip("the Square attack is not registered yet (remove this skip once it is merged)")
+    assert "Square" in registered()
     model = masked_model()
     x, y = batch()
     g = torch.Generator().manual_seed(0)
