@@ -7,8 +7,9 @@ folder lock and the progress bar, hands out the pending cells longest first (the
 training subset first: longest-processing-time-first scheduling keeps both workers busy until
 the end) and writes the tables when they are done.
 
-Workers start with the platform's default method (``fork`` on Linux, ``spawn`` elsewhere),
-``spawn`` whenever the device is an accelerator (CUDA cannot be forked). On Linux a worker
+Workers start with the platform's default method (``fork`` on Linux up to Python 3.11,
+``forkserver`` from 3.12, ``spawn`` elsewhere), ``spawn`` whenever the device is an
+accelerator (CUDA cannot be forked). On Linux a worker
 dies with its parent (``PR_SET_PDEATHSIG``), so a study killed with ``kill -9`` leaves no
 orphan writing into the folder.
 """
@@ -87,6 +88,22 @@ def _run_one(key: str) -> str:
     return key
 
 
+def _start_method(device: torch.device) -> str | None:
+    """``spawn`` on accelerators; else the platform's default, but never ``fork`` from 3.12.
+
+    From Python 3.12, forking a process that runs threads is deprecated (a warning, and a
+    risk of deadlock), so ``forkserver`` replaces it there where it exists (Python 3.14 makes
+    it the default on Linux); its workers import torch once each, as ``spawn``'s do.
+    """
+    if device.type != "cpu":
+        return "spawn"
+    fork_default = multiprocessing.get_start_method(allow_none=True) in (None, "fork")
+    if sys.version_info >= (3, 12) and fork_default:
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            return "forkserver"
+    return None
+
+
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
     stop = getattr(pool, "terminate_workers", None)  # Python >= 3.14
     if callable(stop):
@@ -119,8 +136,7 @@ def run_cells_parallel(
     (every file of a cell is written atomically).
     """
     threads = config.threads or max(1, torch.get_num_threads() // jobs)
-    method = "spawn" if device.type != "cpu" else None
-    context = multiprocessing.get_context(method)
+    context = multiprocessing.get_context(_start_method(device))
     finished: list[str] = []
     pool = ProcessPoolExecutor(
         max_workers=min(jobs, len(cells)),

@@ -71,7 +71,8 @@ def test_study_jobs_resume_a_partial_folder_and_a_failing_worker(
         original(config, cell, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_cell, "run_cell", failing)
-    if multiprocessing.get_start_method() != "fork":  # the patch reaches forked workers only
+    method = _parallel._start_method(torch.device("cpu")) or multiprocessing.get_start_method()
+    if method != "fork":  # the patch reaches forked workers only
         pytest.skip("needs the fork start method")
     with pytest.raises(RuntimeError, match="boom in"):
         run_study(config.replace(jobs=2), out, progress=False, stream=None)
@@ -123,3 +124,29 @@ def test_study_jobs_spawned_workers_give_the_sequential_study(
     config, result = tiny
     run_study(config.replace(jobs=2), tmp_path / "s", progress=False, stream=None)
     _same_study(result.out_dir, tmp_path / "s")
+
+
+def test_study_jobs_start_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    # accelerators: spawn (CUDA cannot be forked); from Python 3.12 never fork (deprecated in
+    # a process running threads), forkserver instead where it exists
+    assert _parallel._start_method(torch.device("meta")) == "spawn"
+    if multiprocessing.get_start_method(allow_none=True) not in (None, "fork"):
+        pytest.skip("a start method other than fork was chosen for this process")
+    monkeypatch.setattr(_parallel.sys, "version_info", (3, 11, 9))
+    assert _parallel._start_method(torch.device("cpu")) is None  # the platform's default
+    monkeypatch.setattr(_parallel.sys, "version_info", (3, 12, 0))
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        assert _parallel._start_method(torch.device("cpu")) == "forkserver"
+
+
+@pytest.mark.slow
+def test_study_jobs_forkserver_workers_give_the_sequential_study(
+    tiny: tuple[StudyConfig, StudyResult], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the start method of Python >= 3.12, exercised on this Python
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no forkserver on this platform")
+    monkeypatch.setattr(_parallel, "_start_method", lambda device: "forkserver")
+    config, result = tiny
+    run_study(config.replace(jobs=2), tmp_path / "f", progress=False, stream=None)
+    _same_study(result.out_dir, tmp_path / "f")
