@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -146,16 +146,11 @@ def run_cells_parallel(
     )
     futures: list[Future[str]] = [pool.submit(_run_one, c.key) for c in _order(cells)]
     try:
-        pending = set(futures)
-        while pending:
-            ready, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in ready:
-                key = future.result()  # a worker's exception is raised here
-                finished.append(key)
-                done(key)
+        for future in as_completed(futures):  # each cell as it finishes (the progress bar)
+            key = future.result()  # a worker's exception is raised here
+            finished.append(key)
+            done(key)
     except BaseException:
-        for future in futures:
-            future.cancel()
         _stop_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
