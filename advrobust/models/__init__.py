@@ -6,6 +6,7 @@ input space; :class:`Normalize` puts a dataset's normalisation inside the model.
 """
 
 from ._densenet import DenseNet as DenseNet
+from ._layout import to_device as to_device
 from ._mlp import MLP as MLP
 from ._normalize import Normalize as Normalize
 from ._registry import INPUT_SETTINGS as INPUT_SETTINGS
@@ -37,4 +38,5 @@ __all__ = [
     "get_model_cfg",
     "list_models",
     "register_model",
+    "to_device",
 ]

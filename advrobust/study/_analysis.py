@@ -1,13 +1,15 @@
 """Statistics over the tidy results table: intervals, turning points, Su et al.'s analyses.
 
 Everything here reads the tidy rows of :func:`advrobust.study.read_results` (one row per model,
-recipe, training-set size, replicate and metric) and uses :mod:`scipy.stats` for the
-statistics:
+recipe, training-set size, replicate and metric). The statistics are written here with
+numpy, as :mod:`scipy.stats` computes them (the tests check the agreement), with Student's t
+distribution from :mod:`scipy.special` (importing :mod:`scipy.stats` would take a second of
+the study's time):
 
 * :func:`summarize` gives, per (model, recipe, training-set size, metric), the mean and a 95%
   confidence interval: Student's t-interval across replicates when there are at least two
-  (``scipy.stats.t``), otherwise a percentile bootstrap over the evaluation examples
-  (``scipy.stats.bootstrap``). For proportions (accuracy, adversarial accuracy) the
+  (as ``scipy.stats.t.interval``), otherwise a percentile bootstrap over the evaluation
+  examples (as ``scipy.stats.bootstrap``). For proportions (accuracy, adversarial accuracy) the
   per-example values are the 0/1 outcomes, recovered exactly from the value and ``n``; for the
   robustness score the per-example distances come from :func:`advrobust.study.example_values`.
 * :func:`find_turning_points` applies the turning-point rule stated in the guide ("Running a
@@ -72,11 +74,23 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 _NUM_CLASSES = {"digits": 10, "mnist": 10, "cifar10": 10, "stl10": 10, "tiny-imagenet": 200}
 
 
-def _stats() -> Any:
-    """:mod:`scipy.stats`, imported on first use (a second and a half of CPU at import)."""
-    from scipy import stats
+def _t_quantile(q: float, df: int) -> float:
+    """The ``q`` quantile of Student's t distribution with ``df`` degrees of freedom.
 
-    return stats
+    ``scipy.special.stdtrit``, the function behind ``scipy.stats.t.ppf``: importing
+    :mod:`scipy.special` takes a third of the time of :mod:`scipy.stats`, which the study's
+    summary needs nothing else from.
+    """
+    from scipy import special
+
+    return float(special.stdtrit(df, q))
+
+
+def _t_sf2(t: float, df: int) -> float:
+    """Two-sided p-value of a t statistic: ``2 * P(T_df > |t|)`` (``scipy.special.stdtr``)."""
+    from scipy import special
+
+    return float(2.0 * special.stdtr(df, -abs(t)))
 
 
 def chance_accuracy(dataset: str) -> float:
@@ -117,11 +131,11 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
     if arr.size < 2:
         raise ValueError(f"values must hold at least 2 replicates for a t-interval, got {arr.size}")
     mean = float(arr.mean())
-    sem = float(_stats().sem(arr))
+    sem = float(arr.std(ddof=1)) / math.sqrt(arr.size)
     if sem == 0.0:
         return mean, mean
-    low, high = _stats().t.interval(confidence, df=arr.size - 1, loc=mean, scale=sem)
-    return float(low), float(high)
+    half = _t_quantile((1.0 + confidence) / 2.0, arr.size - 1) * sem
+    return mean - half, mean + half
 
 
 def bootstrap_interval(
@@ -131,11 +145,16 @@ def bootstrap_interval(
     n_resamples: int = 2000,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean over examples (``scipy.stats.bootstrap``).
+    """Percentile bootstrap interval of the mean over examples.
 
-    Resamples the examples with replacement ``n_resamples`` times from a fixed ``seed`` (the
-    same table gives the same interval). Constant values give the degenerate interval
-    ``(v, v)``; no values give ``(nan, nan)``.
+    Resamples the ``n`` examples with replacement ``n_resamples`` times from a fixed ``seed``
+    (the same table gives the same interval): the resampled indices are one
+    ``(n_resamples, n)`` draw of ``numpy.random.default_rng(seed).integers(0, n)``, and the
+    interval is the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` percentiles (linear
+    interpolation) of the resampled means: the same draw and the same percentiles as
+    ``scipy.stats.bootstrap(..., method="percentile")`` with that generator, so the same
+    interval, without importing :mod:`scipy.stats`. Constant values give the degenerate
+    interval ``(v, v)``; no values give ``(nan, nan)``.
     """
     arr = np.asarray(values, dtype=float)
     arr = arr[~np.isnan(arr)]
@@ -143,16 +162,12 @@ def bootstrap_interval(
         return math.nan, math.nan
     if np.all(arr == arr[0]):
         return float(arr[0]), float(arr[0])
-    res = _stats().bootstrap(
-        (arr,),
-        np.mean,
-        confidence_level=confidence,
-        n_resamples=n_resamples,
-        method="percentile",
-        vectorized=True,
-        random_state=np.random.default_rng(seed),  # (`rng=` needs scipy >= 1.15)
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    n = arr.size
+    index = np.random.default_rng(seed).integers(0, n, (n_resamples, n))
+    means = arr[index].mean(axis=-1)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.percentile(means, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    return float(low), float(high)
 
 
 def _proportion_outcomes(value: float, n: int) -> np.ndarray:
@@ -405,18 +420,48 @@ def scaling_law(
     y = np.array([p[4] for p in pts])
     if np.all(x == x[0]):
         return None
-    fit = _stats().linregress(x, y)
-    half = float(_stats().t.ppf((1 + confidence) / 2, df=len(pts) - 2)) * float(fit.stderr)
+    fit = _least_squares(x, y)
+    half = _t_quantile((1 + confidence) / 2, len(pts) - 2) * fit["stderr"]
     return {
         "norm": norm,
         "points": len(pts),
-        "slope": float(fit.slope),
-        "slope_ci_low": float(fit.slope) - half,
-        "slope_ci_high": float(fit.slope) + half,
-        "intercept": float(fit.intercept),
-        "intercept_stderr": float(fit.intercept_stderr),
-        "r2": float(fit.rvalue) ** 2,
-        "p_value": float(fit.pvalue),
+        "slope": fit["slope"],
+        "slope_ci_low": fit["slope"] - half,
+        "slope_ci_high": fit["slope"] + half,
+        "intercept": fit["intercept"],
+        "intercept_stderr": fit["intercept_stderr"],
+        "r2": fit["r"] ** 2,
+        "p_value": fit["p_value"],
+    }
+
+
+def _least_squares(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Ordinary least squares of ``y`` on ``x`` with the standard errors of a simple regression.
+
+    ``slope = S_xy / S_xx``, ``intercept = mean(y) - slope * mean(x)``,
+    ``r = S_xy / sqrt(S_xx S_yy)``, ``SE(slope) = sqrt((1 - r^2) S_yy / S_xx / (N - 2))``,
+    ``SE(intercept) = SE(slope) * sqrt(sum(x^2) / N)`` and the two-sided p-value of
+    ``t = slope / SE(slope)`` with ``N - 2`` degrees of freedom: the quantities of
+    ``scipy.stats.linregress`` (``S`` are the centred sums of squares and products). A
+    perfect fit has ``SE = 0`` and ``p = 0``.
+    """
+    n = x.size
+    xm, ym = float(x.mean()), float(y.mean())
+    sxx = float(((x - xm) ** 2).sum())
+    syy = float(((y - ym) ** 2).sum())
+    sxy = float(((x - xm) * (y - ym)).sum())
+    slope = sxy / sxx
+    r = 0.0 if syy == 0.0 else max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    df = n - 2
+    stderr = math.sqrt(max(0.0, (1.0 - r * r) * syy / sxx / df)) if df > 0 else math.nan
+    p_value = 0.0 if stderr == 0.0 else _t_sf2(slope / stderr, df)
+    return {
+        "slope": slope,
+        "intercept": ym - slope * xm,
+        "r": r,
+        "stderr": stderr,
+        "intercept_stderr": stderr * math.sqrt(float((x**2).sum()) / n),
+        "p_value": p_value,
     }
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from advrobust._distributed import local_device
+from advrobust.models import to_device
 
 from ._config import AttackSpec, ConfigError, RecipeSpec, StudyConfig
 from ._folder import cell_dir
@@ -205,7 +206,7 @@ def load_cell_model(out_dir: str | Path, key: str, *, device: str = "cpu") -> nn
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} does not exist (is the cell finished?)")
     model = load_weights(build_model(read_json(folder / "model.json")), weights)
-    return model.to(resolve_device(device)).eval()
+    return to_device(model, resolve_device(device)).eval()
 
 
 def augmentation(names: Sequence[str], input_size: int) -> Any:

@@ -19,6 +19,7 @@ from torch import nn
 
 from advrobust._distributed import barrier
 from advrobust._distributed import rank as _rank
+from advrobust.models import to_device
 
 from ._build import (
     StudyData,
@@ -197,7 +198,7 @@ def run_cell(
     if rank == 0:
         atomic_write_json(folder / "model.json", args)
     barrier()
-    model = build_model(args, seed=cell.seed).to(device)
+    model = to_device(build_model(args, seed=cell.seed), device)
     weights = folder / "model.pt"
     timings: dict[str, float] = {}
     # Everything drawn from torch's global RNG inside the cell (dropout masks, ...) is seeded

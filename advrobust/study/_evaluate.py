@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from advrobust.models import to_device
+
 from ._build import StudyData, build_model, load_weights, resolve_device
 from ._config import AttackSpec, DataSpec, EvalSpec, ModelSpec, StudyConfig
 from ._errors import INSTALL_HINT, USAGE, CLIError, missing_packages
@@ -125,7 +127,7 @@ def evaluate_command(args: argparse.Namespace, *, progress: bool) -> int:
                 f"(normalize={spec['normalize'] is not None}): {error}"
             )
         raise CLIError(problem) from None
-    model = model.to(device).eval()
+    model = to_device(model, device).eval()
     # every attack is built (its settings checked) and given its task before any work
     eps = tuple(args.eps or ())
     plans = [_plan(name, model, attack_kwargs.get(name, {}), eps) for name in names]

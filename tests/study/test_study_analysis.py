@@ -304,3 +304,37 @@ def test_study_report_cli_errors_name_the_problem(tmp_path: Path, capsys: Any) -
     assert "results.json" in capsys.readouterr().err
     assert main(["study", "report", str(tmp_path), "--confidence", "1.5"]) == 2  # usage
     assert "--confidence" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_study_statistics_agree_with_scipy_stats(seed: int) -> None:
+    """The numpy statistics give scipy.stats' numbers (bootstrap: the very same interval)."""
+    from advrobust.study._analysis import _least_squares
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 300))
+    values = rng.exponential(size=n) if seed % 2 else (rng.random(n) < 0.7).astype(float)
+    ours = bootstrap_interval(values, 0.9 if seed == 3 else 0.95, n_resamples=500, seed=seed)
+    ref = stats.bootstrap(
+        (values,),
+        np.mean,
+        confidence_level=0.9 if seed == 3 else 0.95,
+        n_resamples=500,
+        method="percentile",
+        vectorized=True,
+        random_state=np.random.default_rng(seed),
+    ).confidence_interval
+    # the same draw and the same percentiles (to the last bits of the means' summation order)
+    assert ours == pytest.approx((ref.low, ref.high), rel=1e-13, abs=1e-15)
+    reps = rng.normal(size=int(rng.integers(2, 9)))
+    low, high = stats.t.interval(0.95, df=reps.size - 1, loc=reps.mean(), scale=stats.sem(reps))
+    assert t_interval(reps) == pytest.approx((low, high), rel=1e-12, abs=1e-12)
+    x = rng.normal(size=int(rng.integers(3, 40)))
+    y = 0.7 * x + rng.normal(size=x.size) * (0.1 + seed)
+    fit, lr = _least_squares(x, y), stats.linregress(x, y)
+    assert fit["slope"] == pytest.approx(lr.slope, rel=1e-10)
+    assert fit["intercept"] == pytest.approx(lr.intercept, rel=1e-10, abs=1e-12)
+    assert fit["r"] == pytest.approx(lr.rvalue, rel=1e-10)
+    assert fit["stderr"] == pytest.approx(lr.stderr, rel=1e-9)
+    assert fit["intercept_stderr"] == pytest.approx(lr.intercept_stderr, rel=1e-9)
+    assert fit["p_value"] == pytest.approx(lr.pvalue, rel=1e-7, abs=1e-300)

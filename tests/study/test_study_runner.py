@@ -104,6 +104,19 @@ def test_study_run_writes_everything(tiny: tuple[StudyConfig, StudyResult]) -> N
     model = load_cell_model(out, cell.key)
     value = accuracy(model, evaluation_sample(config, accuracy_set=True)).value
     assert value == pytest.approx(acc[(40, "mlp", "clean", "accuracy", None, "")])
+    # the CNN trained and was evaluated in the CPU's fast layout (models.to_device): its saved
+    # weights keep the channels_last strides, and so does the model loaded back
+    cnn = next(c for c in enumerate_cells(config) if c.model.name == "simple-cnn")
+    saved = torch.load(out / "cells" / cnn.key / "model.pt", weights_only=True)
+    convs = [v for k, v in saved.items() if v.dim() == 4 and v.shape[1] > 1]
+    assert convs and all(v.is_contiguous(memory_format=torch.channels_last) for v in convs)
+    assert all(not v.is_contiguous() for v in convs)
+    loaded = load_cell_model(out, cnn.key)
+    assert all(
+        m.weight.is_contiguous(memory_format=torch.channels_last)
+        for m in loaded.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    )
 
 
 def test_study_rerun_skips_finished_cells(tiny: tuple[StudyConfig, StudyResult]) -> None:

@@ -386,3 +386,34 @@ def test_training_trainer_step_has_no_host_sync_or_host_to_device_copy():
         tr.train_step(x[:10], y[:10], nominal_batch=16)
     assert "aten.native_batch_norm.default" in rec.ops  # the recorder saw the step
     assert not [op for op in rec.ops if "_local_scalar_dense" in op or "lift_fresh" in op]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": True},
+        {"optimizer": "adam", "lr": 1e-2, "weight_decay": 1e-4},
+    ],
+)
+def test_training_optimizer_is_multi_tensor_on_cpu_and_bit_identical_to_the_per_tensor_one(kwargs):
+    from advrobust.training._build import build_optimizer
+
+    cfg = TrainConfig.clean(epochs=1, batch_size=16, **kwargs)
+    model, ref = _mlp(bn=True), _mlp(bn=True)
+    opt = build_optimizer(model, cfg)
+    assert opt.defaults["foreach"] is True
+    name = kwargs["optimizer"]
+    hyper = {k: v for k, v in kwargs.items() if k != "optimizer"}
+    ref_opt = (torch.optim.SGD if name == "sgd" else torch.optim.Adam)(
+        ref.parameters(), foreach=False, **hyper
+    )
+    x, y = _data()
+    for i in range(0, 96, 16):
+        for m, o in ((model, opt), (ref, ref_opt)):
+            o.zero_grad()
+            F.cross_entropy(m(x[i : i + 16]), y[i : i + 16]).backward()
+            o.step()
+    assert _same(model, ref)  # bit for bit, not approximately
+    # a model on the meta device (no data) keeps torch's own choice
+    meta = _mlp().to("meta")
+    assert build_optimizer(meta, cfg).defaults["foreach"] is None
