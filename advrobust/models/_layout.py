@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 
@@ -52,6 +54,8 @@ def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     dev = check_device(device)
-    if dev.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        return model.to(dev, memory_format=torch.channels_last)
-    return model.to(dev)
+    moved = model.to(dev)
+    if dev.type == "cpu" and any(isinstance(m, nn.Conv2d) for m in moved.modules()):
+        # (nn.Module.to takes memory_format at run time; its type stubs do not list it)
+        cast(Any, moved).to(memory_format=torch.channels_last)
+    return moved

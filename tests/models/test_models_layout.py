@@ -65,7 +65,7 @@ def test_models_to_device_leaves_models_without_convolutions_and_other_devices_a
 
 
 def test_models_to_device_bad_input_names_the_argument() -> None:
-    with pytest.raises(TypeError, match="model must be an nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be an nn\.Module"):
         to_device("simple-cnn", "cpu")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="device must be one of"):
         to_device(nn.Linear(2, 2), "gpu0")
