@@ -16,6 +16,7 @@ orphan writing into the folder.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -127,8 +128,14 @@ def run_cells_parallel(
     device: torch.device,
     jobs: int,
     done: Callable[[str], None],
+    idle: Callable[[], None] | None = None,
 ) -> list[str]:
     """Run ``cells`` in ``jobs`` worker processes; ``done(key)`` is called as each finishes.
+
+    ``idle()``, when given, is called once in this process as soon as a worker has no cell left
+    to take (fewer unfinished cells than workers): a core is free from then on, and the caller
+    can use it to prepare the results stage. Its errors are not the study's: they are ignored
+    (the results stage meets them again if they matter).
 
     Returns the keys of the cells run, in the order they finished. The first error of a
     worker (or a KeyboardInterrupt here) cancels the cells not started yet, stops the workers
@@ -138,8 +145,9 @@ def run_cells_parallel(
     threads = config.threads or max(1, torch.get_num_threads() // jobs)
     context = multiprocessing.get_context(_start_method(device))
     finished: list[str] = []
+    workers = min(jobs, len(cells))
     pool = ProcessPoolExecutor(
-        max_workers=min(jobs, len(cells)),
+        max_workers=workers,
         mp_context=context,
         initializer=_init_worker,
         initargs=(config.to_dict(), str(out_dir), str(device), threads),
@@ -150,6 +158,10 @@ def run_cells_parallel(
             key = future.result()  # a worker's exception is raised here
             finished.append(key)
             done(key)
+            if idle is not None and len(futures) - len(finished) < workers:
+                with contextlib.suppress(Exception):  # a preparation only (see above)
+                    idle()
+                idle = None
     except BaseException:
         _stop_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)

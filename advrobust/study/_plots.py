@@ -46,6 +46,25 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _NORM_TITLE = {"l2": "L2", "linf": "Linf"}
 
 
+def preload() -> None:
+    """Import what drawing and saving the figures needs (about a second of CPU).
+
+    The study calls it in the parent process while its last cells still run in the workers and a
+    core is free (see :func:`advrobust.study._parallel.run_cells_parallel`), so that the results
+    stage afterwards does not pay for the imports. Only imports: nothing is drawn or written.
+    """
+    import matplotlib
+    import matplotlib.backends.backend_agg
+    import matplotlib.backends.backend_pdf
+    import matplotlib.backends.backend_svg
+    import matplotlib.figure
+    import matplotlib.ticker
+    from scipy import special
+
+    matplotlib.colormaps["tab10"]  # (builds the colormap registry's entry)
+    special.stdtrit(5, 0.975)  # (the t quantile of the summary's intervals)
+
+
 def _colors(models: Sequence[str]) -> dict[str, Any]:
     import matplotlib
 

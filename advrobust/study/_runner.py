@@ -42,7 +42,7 @@ from ._folder import (
 )
 from ._grid import Cell, Shard, enumerate_cells, shard_cells
 from ._parallel import resolve_jobs, run_cells_parallel
-from ._plots import plot_results
+from ._plots import plot_results, preload
 from ._results import (
     build_rows,
     example_values,
@@ -365,7 +365,9 @@ def _run_cells(
                 skipped.append(cell.key)
                 bars.advance(cell.key)
         if jobs > 1 and len(pending) > 1:
-            finished = set(run_cells_parallel(config, out_dir, pending, dev, jobs, bars.advance))
+            finished = set(
+                run_cells_parallel(config, out_dir, pending, dev, jobs, bars.advance, preload)
+            )
             ran = [c.key for c in pending if c.key in finished]  # (grid order)
             pending = []
         for cell in pending:

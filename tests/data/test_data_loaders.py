@@ -50,6 +50,40 @@ def test_digits_split_is_fixed_balanced_and_scaled() -> None:
     )
 
 
+def test_digits_read_from_scikit_learns_file_equal_load_digits_and_need_no_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from advrobust.data import _datasets
+
+    bunch = load_digits()
+    images, targets = _datasets.digits_arrays()
+    assert _datasets._digits_file() is not None  # (the file scikit-learn ships is found)
+    np.testing.assert_array_equal(images, bunch.images.astype(np.float32) / 16)
+    np.testing.assert_array_equal(targets, bunch.target)
+    assert not images.flags.writeable  # (shared by every load in the process)
+    # without the file (another layout of scikit-learn): load_digits itself, the same arrays
+    monkeypatch.setattr(_datasets, "_digits_file", lambda: None)
+    _datasets.digits_arrays.cache_clear()
+    try:
+        again, labels = _datasets.digits_arrays()
+    finally:
+        _datasets.digits_arrays.cache_clear()
+    np.testing.assert_array_equal(again, images)
+    np.testing.assert_array_equal(labels, targets)
+    # the point of reading the file: loading the digits does not import scikit-learn
+    code = (
+        "import sys; from advrobust.data import load_dataset; load_dataset('digits'); "
+        "print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_image_dataset_subset_and_validation() -> None:
     ds = load_dataset("digits", split="test")
     sub = ds.subset(np.array([0, 5, 7]))

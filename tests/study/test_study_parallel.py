@@ -150,3 +150,34 @@ def test_study_jobs_forkserver_workers_give_the_sequential_study(
     config, result = tiny
     run_study(config.replace(jobs=2), tmp_path / "f", progress=False, stream=None)
     _same_study(result.out_dir, tmp_path / "f")
+
+
+def test_study_jobs_idle_hook_runs_once_when_a_worker_is_free_and_cannot_fail_the_study(
+    tmp_path: Path,
+) -> None:
+    # 4 cells on 2 workers: the hook runs once, when 1 cell is left (the other worker is free)
+    config = tiny_config(name="idle", threads=1)
+    cells = enumerate_cells(config)
+    assert len(cells) == 4
+    seen: list[int] = []
+    finished: list[str] = []
+
+    def done(key: str) -> None:
+        finished.append(key)
+
+    def idle() -> None:
+        seen.append(len(finished))
+        raise RuntimeError("a failing preparation is not the study's error")
+
+    out = tmp_path / "s"
+    out.mkdir()
+    ran = _parallel.run_cells_parallel(config, out, cells, torch.device("cpu"), 2, done, idle)
+    assert sorted(ran) == sorted(c.key for c in cells)
+    assert seen == [3]  # once, after the third cell finished: fewer cells left than workers
+    # the study's own results stage after it: the figure imports are in place (and harmless)
+    from advrobust.study._plots import preload
+
+    preload()
+    import sys
+
+    assert "matplotlib.backends.backend_pdf" in sys.modules
