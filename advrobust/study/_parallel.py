@@ -32,7 +32,7 @@ import torch
 from ._config import StudyConfig
 from ._grid import Cell, enumerate_cells
 
-__all__ = ["resolve_jobs", "run_cells_parallel"]
+__all__ = ["CellPool", "resolve_jobs", "run_cells_parallel"]
 
 
 def resolve_jobs(jobs: int | str, threads: int | None, device: torch.device) -> int:
@@ -121,6 +121,81 @@ def _order(cells: Sequence[Cell]) -> list[Cell]:
     return sorted(cells, key=lambda c: (-c.size_index, c.index))
 
 
+class CellPool:
+    """The worker processes of one study run: they run the cells, then help draw the figures.
+
+    ``CellPool(config, out_dir, device, jobs, n_cells)`` starts ``min(jobs, n_cells)`` workers
+    (the start method of :func:`_start_method`, each initialised with the study and its data);
+    :meth:`run` hands them the cells; :attr:`executor` is then free for the results stage
+    (the figures are drawn in parallel, see :func:`advrobust.study.plot_results`); :meth:`close`
+    (or leaving the ``with`` block) shuts them down. An error stops the workers at once.
+    """
+
+    def __init__(
+        self, config: StudyConfig, out_dir: Path, device: torch.device, jobs: int, n_cells: int
+    ) -> None:
+        threads = config.threads or max(1, torch.get_num_threads() // jobs)
+        self.workers = max(1, min(jobs, n_cells))
+        self.executor = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context(_start_method(device)),
+            initializer=_init_worker,
+            initargs=(config.to_dict(), str(out_dir), str(device), threads),
+        )
+
+    def run(
+        self,
+        cells: Sequence[Cell],
+        done: Callable[[str], None],
+        idle: Callable[[], None] | None = None,
+    ) -> list[str]:
+        """Run ``cells`` (largest subsets first); ``done(key)`` is called as each finishes.
+
+        ``idle()``, when given, is called once in this process as soon as a worker has no cell
+        left to take (fewer unfinished cells than workers): a core is free from then on, and
+        the caller can use it to prepare the results stage. Its errors are not the study's:
+        they are ignored (the results stage meets them again if they matter).
+
+        Returns the keys of the cells run, in the order they finished. The first error of a
+        worker (or a KeyboardInterrupt here) cancels the cells not started yet, stops the
+        workers and is raised; the cells they were running are resumed by the next run, as
+        after a crash (every file of a cell is written atomically).
+        """
+        finished: list[str] = []
+        futures: list[Future[str]] = [self.executor.submit(_run_one, c.key) for c in _order(cells)]
+        try:
+            for future in as_completed(futures):  # each cell as it finishes (the progress bar)
+                key = future.result()  # a worker's exception is raised here
+                finished.append(key)
+                done(key)
+                if idle is not None and len(futures) - len(finished) < self.workers:
+                    with contextlib.suppress(Exception):  # a preparation only (see above)
+                        idle()
+                    idle = None
+        except BaseException:
+            self.abort()
+            raise
+        return finished
+
+    def abort(self) -> None:
+        """Stop the workers now and cancel what they have not started."""
+        _stop_workers(self.executor)
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        """Shut the workers down once their work is done."""
+        self.executor.shutdown(wait=True)
+
+    def __enter__(self) -> CellPool:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.abort()
+        else:
+            self.close()
+
+
 def run_cells_parallel(
     config: StudyConfig,
     out_dir: Path,
@@ -132,39 +207,8 @@ def run_cells_parallel(
 ) -> list[str]:
     """Run ``cells`` in ``jobs`` worker processes; ``done(key)`` is called as each finishes.
 
-    ``idle()``, when given, is called once in this process as soon as a worker has no cell left
-    to take (fewer unfinished cells than workers): a core is free from then on, and the caller
-    can use it to prepare the results stage. Its errors are not the study's: they are ignored
-    (the results stage meets them again if they matter).
-
-    Returns the keys of the cells run, in the order they finished. The first error of a
-    worker (or a KeyboardInterrupt here) cancels the cells not started yet, stops the workers
-    and is raised; the cells they were running are resumed by the next run, as after a crash
-    (every file of a cell is written atomically).
+    :meth:`CellPool.run` in a pool of its own (see there for ``idle`` and errors). Returns the
+    keys of the cells run, in the order they finished.
     """
-    threads = config.threads or max(1, torch.get_num_threads() // jobs)
-    context = multiprocessing.get_context(_start_method(device))
-    finished: list[str] = []
-    workers = min(jobs, len(cells))
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(config.to_dict(), str(out_dir), str(device), threads),
-    )
-    futures: list[Future[str]] = [pool.submit(_run_one, c.key) for c in _order(cells)]
-    try:
-        for future in as_completed(futures):  # each cell as it finishes (the progress bar)
-            key = future.result()  # a worker's exception is raised here
-            finished.append(key)
-            done(key)
-            if idle is not None and len(futures) - len(finished) < workers:
-                with contextlib.suppress(Exception):  # a preparation only (see above)
-                    idle()
-                idle = None
-    except BaseException:
-        _stop_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    return finished
+    with CellPool(config, out_dir, device, jobs, len(cells)) as pool:
+        return pool.run(cells, done, idle)

@@ -14,6 +14,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -41,7 +42,7 @@ from ._folder import (
     remove_stale_temporaries,
 )
 from ._grid import Cell, Shard, enumerate_cells, shard_cells
-from ._parallel import resolve_jobs, run_cells_parallel
+from ._parallel import CellPool, resolve_jobs
 from ._plots import plot_results, preload
 from ._results import (
     build_rows,
@@ -191,6 +192,7 @@ def _write_outputs(
     skipped: list[str],
     stream: TextIO | None,
     study_timings: dict[str, float],
+    executor: Executor | None = None,
 ) -> StudyResult:
     start = time.perf_counter()
     _checked_cells(config, out_dir, enumerate_cells(config))  # (other shards' cells too)
@@ -201,7 +203,9 @@ def _write_outputs(
     write_example_values(out_dir, examples)
     stats = summarize(rows, examples)  # once, for the figures and the printed table
     figures = (
-        plot_results(rows, out_dir / "figures", examples=examples, summary=stats) if rows else []
+        plot_results(rows, out_dir / "figures", examples=examples, summary=stats, executor=executor)
+        if rows
+        else []
     )
     cells = enumerate_cells(config)
     done = len(finished_cells(out_dir, cells))
@@ -359,15 +363,21 @@ def _run_cells(
     ran: list[str] = []
     skipped: list[str] = []
     pending = [c for c in cells if c.key not in done]
+    pool: CellPool | None = None
     try:
         for cell in cells:
             if cell.key in done:
                 skipped.append(cell.key)
                 bars.advance(cell.key)
         if jobs > 1 and len(pending) > 1:
-            finished = set(
-                run_cells_parallel(config, out_dir, pending, dev, jobs, bars.advance, preload)
-            )
+            pool = CellPool(config, out_dir, dev, jobs, len(pending))
+
+            def idle(pool: CellPool = pool) -> None:
+                # a core is free: import what the figures need, here and in the free worker
+                preload()
+                pool.executor.submit(preload)
+
+            finished = set(pool.run(pending, bars.advance, idle))
             ran = [c.key for c in pending if c.key in finished]  # (grid order)
             pending = []
         for cell in pending:
@@ -385,12 +395,31 @@ def _run_cells(
                 run_transfer(config, key, members, out_dir, data, dev)
             if "transfer-matrix" in config.evaluation.metrics:
                 study_timings["transfer-matrix"] = time.perf_counter() - start
+    except BaseException:
+        if pool is not None:
+            pool.abort()
+        raise
     finally:
         bars.close()
     if rank != 0:
         barrier()
         return StudyResult(out_dir, [], [], "", ran, skipped, False)
-    result = _write_outputs(config, out_dir, ran, skipped, stream, study_timings)
+    try:  # the workers draw the figures beside this process
+        result = _write_outputs(
+            config,
+            out_dir,
+            ran,
+            skipped,
+            stream,
+            study_timings,
+            None if pool is None else pool.executor,
+        )
+    except BaseException:
+        if pool is not None:
+            pool.abort()
+        raise
+    if pool is not None:
+        pool.close()
     barrier()
     return result
 

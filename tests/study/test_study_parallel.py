@@ -44,6 +44,12 @@ def test_study_jobs_two_workers_give_the_sequential_study(
     assert parallel.complete
     assert parallel.cells_run == result.cells_run  # reported in grid order
     _same_study(result.out_dir, tmp_path / "p")
+    # the figures, three of four drawn by the workers: the same files (PNG: the same pixels)
+    assert [p.name for p in parallel.figures] == [p.name for p in result.figures]
+    for a, b in zip(result.figures, parallel.figures, strict=True):
+        assert b.is_file() and b.stat().st_size > 0
+        if a.suffix == ".png":
+            assert a.read_bytes() == b.read_bytes(), a.name
     # jobs is not part of the identity: the folder resumes with any jobs (nothing left to do)
     again = run_study(config.replace(jobs=1), tmp_path / "p", progress=False, stream=None)
     assert again.cells_run == [] and len(again.cells_skipped) == len(result.cells_run)
