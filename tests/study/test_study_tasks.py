@@ -252,12 +252,26 @@ def test_study_paper_switch_selects_the_papers_or_the_modern_procedures() -> Non
     ev = modern.evaluation
     assert (ev.linf_attack.name, ev.linf_attack.kwargs["norm"]) == ("FMN", "linf")
     assert ev.l2_attack.name == "DDN" and ev.robust_suite == "fast"
-    paper = StudyConfig.from_toml(preset_text("digits").replace("paper = false", "paper = true"))
+    # the digits preset sets the minimal-norm attacks' budget itself (50 steps)
+    assert ev.linf_attack.kwargs["steps"] == ev.l2_attack.kwargs["steps"] == 50
+    paper = load_preset("digits-paper")
+    assert paper.paper is True
     ev = paper.evaluation
     assert (ev.linf_attack.name, ev.l2_attack.name, ev.delta_attack.name) == ("BIM", "CWL2", "BIM")
     assert ev.robust_suite is None
     assert paper.fingerprint() != modern.fingerprint()
-    for config in (modern, paper):  # both round-trip, the resolved procedures recorded
+    # the same grid: only the evaluation procedures differ
+    for field in ("data", "models", "recipes", "training", "seed"):
+        assert getattr(paper, field) == getattr(modern, field), field
+    assert paper.evaluation.deltas == modern.evaluation.deltas
+    # the switch itself: paper = false fills what the config leaves out with the modern defaults
+    flipped = StudyConfig.from_toml(
+        preset_text("digits-paper").replace("paper = true", "paper = false")
+    )
+    ev = flipped.evaluation
+    assert (ev.linf_attack.name, ev.l2_attack.name, ev.robust_suite) == ("FMN", "DDN", "fast")
+    assert ev.linf_attack.kwargs["steps"] == 100
+    for config in (modern, paper, flipped):  # each round-trips, the resolved procedures recorded
         assert StudyConfig.from_toml(config.to_toml()) == config
         assert StudyConfig.from_dict(config.to_dict()) == config
 
