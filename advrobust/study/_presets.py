@@ -39,8 +39,8 @@ def load_preset(name: str) -> StudyConfig:
     """The :class:`StudyConfig` of a shipped preset.
 
     Args:
-        name: one of :func:`list_presets` (``digits``, ``mnist-000``, ``cifar10-000``,
-            ``kurakin-label-leak``, ``transfer-matrix``, ``capacity``).
+        name: one of :func:`list_presets` (``digits``, ``digits-paper``, ``mnist-000``,
+            ``cifar10-000``, ``kurakin-label-leak``, ``transfer-matrix``, ``capacity``).
 
     Raises:
         ValueError: unknown ``name`` (the message lists the valid names).
