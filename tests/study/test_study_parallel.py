@@ -187,3 +187,42 @@ def test_study_jobs_idle_hook_runs_once_when_a_worker_is_free_and_cannot_fail_th
     import sys
 
     assert "matplotlib.backends.backend_pdf" in sys.modules
+
+
+def test_study_jobs_workers_share_the_optimizers_imports() -> None:
+    # fork: the parent imports torch._dynamo once before forking (a fresh process shows it)
+    import subprocess
+    import sys
+
+    code = (
+        "import multiprocessing, sys; from advrobust.study._parallel import _share_imports; "
+        "before = 'torch._dynamo' in sys.modules; "
+        "_share_imports(multiprocessing.get_context('fork')); "
+        "print(before, 'torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
+
+    # forkserver: the server preloads them, after __main__ (a script's own tasks) as by default
+    class Server:
+        preload: list[str] | None = None
+
+        def get_start_method(self) -> str:
+            return "forkserver"
+
+        def set_forkserver_preload(self, names: list[str]) -> None:
+            self.preload = names
+
+    server = Server()
+    _parallel._share_imports(server)
+    assert server.preload is not None and server.preload[0] == "__main__"
+    assert "torch._dynamo" in server.preload
+
+    # spawn: nothing to share (its workers import for themselves)
+    class Spawn(Server):
+        def get_start_method(self) -> str:
+            return "spawn"
+
+    spawn = Spawn()
+    _parallel._share_imports(spawn)
+    assert spawn.preload is None
