@@ -51,7 +51,7 @@ def preload() -> None:
     """Import what drawing and saving the figures needs (about a second of CPU).
 
     The study calls it in the parent process while its last cells still run in the workers and a
-    core is free (see :func:`advrobust.study._parallel.run_cells_parallel`), so that the results
+    core is free (see :meth:`advrobust.study._parallel.CellPool.run`), so that the results
     stage afterwards does not pay for the imports. Only imports: nothing is drawn or written.
     """
     import matplotlib
