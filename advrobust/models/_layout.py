@@ -16,14 +16,15 @@ def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
     """Move ``model`` to ``device`` in the memory layout its convolutions run fastest in.
 
     On the CPU a model with 2-D convolutions gets its 4-D weights in ``channels_last`` (NHWC)
-    layout: oneDNN's convolutions then run without reordering the weights at every call,
-    whatever the layout of the input (a convolution with ``channels_last`` weights gives
-    ``channels_last`` activations and input gradients). Measured on one core with torch 2.13
-    (``benchmarks/bench_layout.py``), a training step and an input-gradient evaluation take:
+    layout, where torch's CPU (oneDNN) convolutions run faster, whatever the layout of the input
+    (a convolution with ``channels_last`` weights gives ``channels_last`` activations and input
+    gradients). Measured on one core with torch 2.13 (``benchmarks/bench_layout.py``, the median
+    of paired ratios new / old), a training step at batch 32 and an input gradient (one attack
+    step) at batch 200 take:
 
-    - the Carlini-Wagner CNN at width 0.5 on 8x8 digits: 44% and 29% less time;
-    - ResNet-20 on 32x32 CIFAR-10 images: 17% and 20% less;
-    - the Carlini-Wagner CNN on 28x28 MNIST images: 5% and 7% less.
+    - the Carlini-Wagner CNN at width 0.5 on 8x8 digits: 0.93 and 0.71 of the time;
+    - the Carlini-Wagner CNN on 28x28 MNIST-sized images: 0.87 and 0.72;
+    - ResNet-20 on 32x32 CIFAR-10-sized images: 0.86 and 0.74.
 
     Elsewhere (CUDA, MPS, meta) and for models without convolutions the model is moved with
     ``model.to(device)`` and keeps its layout: on a GPU the faster layout depends on the
