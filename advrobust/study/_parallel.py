@@ -158,6 +158,7 @@ class CellPool:
     ) -> None:
         threads = config.threads or max(1, torch.get_num_threads() // jobs)
         self.workers = max(1, min(jobs, n_cells))
+        self._closed = False
         context = multiprocessing.get_context(_start_method(device))
         _share_imports(context)
         self.executor = ProcessPoolExecutor(
@@ -202,13 +203,17 @@ class CellPool:
         return finished
 
     def abort(self) -> None:
-        """Stop the workers now and cancel what they have not started."""
-        _stop_workers(self.executor)
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers now and cancel what they have not started (once)."""
+        if not self._closed:
+            self._closed = True
+            _stop_workers(self.executor)
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
         """Shut the workers down once their work is done."""
-        self.executor.shutdown(wait=True)
+        if not self._closed:
+            self._closed = True
+            self.executor.shutdown(wait=True)
 
     def __enter__(self) -> CellPool:
         return self

@@ -363,63 +363,48 @@ def _run_cells(
     ran: list[str] = []
     skipped: list[str] = []
     pending = [c for c in cells if c.key not in done]
-    pool: CellPool | None = None
-    try:
-        for cell in cells:
-            if cell.key in done:
-                skipped.append(cell.key)
+    # the worker pool (jobs > 1) lives until the figures are drawn; leaving the block on an
+    # error stops its workers at once, else they are shut down after their work
+    with contextlib.ExitStack() as workers:
+        pool: CellPool | None = None
+        try:
+            for cell in cells:
+                if cell.key in done:
+                    skipped.append(cell.key)
+                    bars.advance(cell.key)
+            if jobs > 1 and len(pending) > 1:
+                pool = workers.enter_context(CellPool(config, out_dir, dev, jobs, len(pending)))
+
+                def idle(pool: CellPool = pool) -> None:
+                    # a core is free: import what the figures need, here and in the free worker
+                    preload()
+                    pool.executor.submit(preload)
+
+                finished = set(pool.run(pending, bars.advance, idle))
+                ran = [c.key for c in pending if c.key in finished]  # (grid order)
+                pending = []
+            for cell in pending:
+                stage = bars.stage(cell, stage_count(config))
+                try:
+                    run_cell(config, cell, out_dir, data, dev, progress, stage)
+                finally:
+                    if stage is not None:
+                        stage.close()
+                ran.append(cell.key)
                 bars.advance(cell.key)
-        if jobs > 1 and len(pending) > 1:
-            pool = CellPool(config, out_dir, dev, jobs, len(pending))
-
-            def idle(pool: CellPool = pool) -> None:
-                # a core is free: import what the figures need, here and in the free worker
-                preload()
-                pool.executor.submit(preload)
-
-            finished = set(pool.run(pending, bars.advance, idle))
-            ran = [c.key for c in pending if c.key in finished]  # (grid order)
-            pending = []
-        for cell in pending:
-            stage = bars.stage(cell, stage_count(config))
-            try:
-                run_cell(config, cell, out_dir, data, dev, progress, stage)
-            finally:
-                if stage is not None:
-                    stage.close()
-            ran.append(cell.key)
-            bars.advance(cell.key)
-        if rank == 0:
-            start = time.perf_counter()
-            for key, members in pending_groups(config, out_dir, shard):
-                run_transfer(config, key, members, out_dir, data, dev)
-            if "transfer-matrix" in config.evaluation.metrics:
-                study_timings["transfer-matrix"] = time.perf_counter() - start
-    except BaseException:
-        if pool is not None:
-            pool.abort()
-        raise
-    finally:
-        bars.close()
-    if rank != 0:
-        barrier()
-        return StudyResult(out_dir, [], [], "", ran, skipped, False)
-    try:  # the workers draw the figures beside this process
-        result = _write_outputs(
-            config,
-            out_dir,
-            ran,
-            skipped,
-            stream,
-            study_timings,
-            None if pool is None else pool.executor,
-        )
-    except BaseException:
-        if pool is not None:
-            pool.abort()
-        raise
-    if pool is not None:
-        pool.close()
+            if rank == 0:
+                start = time.perf_counter()
+                for key, members in pending_groups(config, out_dir, shard):
+                    run_transfer(config, key, members, out_dir, data, dev)
+                if "transfer-matrix" in config.evaluation.metrics:
+                    study_timings["transfer-matrix"] = time.perf_counter() - start
+        finally:
+            bars.close()
+        if rank != 0:
+            barrier()
+            return StudyResult(out_dir, [], [], "", ran, skipped, False)
+        executor = None if pool is None else pool.executor  # (the workers draw figures too)
+        result = _write_outputs(config, out_dir, ran, skipped, stream, study_timings, executor)
     barrier()
     return result
 
